@@ -1,0 +1,65 @@
+//! Headless front ends: `moa run`, `moa presets`, `moa models`.
+
+pub mod models;
+pub mod presets;
+pub mod run;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
+use crate::engine::prompts::Templates;
+use crate::metrics::agreement::TfIdf;
+use crate::provider::registry::Registry;
+
+/// An error for the user and the exit status that goes with it.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad usage or configuration: exit status 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// The run produced no answer: exit status 1.
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+/// Configuration, templates and an engine, as every command needs them.
+pub struct Setup {
+    pub config: Arc<Config>,
+    pub templates: Templates,
+    pub engine: Engine,
+}
+
+pub fn setup(config_path: Option<&Path>) -> Result<Setup, CliError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let templates = Templates::load(&config.folders.config_dir.join("prompts"));
+    let registry = Arc::new(Registry::new(config.clone()));
+    Ok(Setup {
+        config,
+        templates,
+        engine: Engine {
+            registry,
+            scorer: Arc::new(TfIdf),
+        },
+    })
+}

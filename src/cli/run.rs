@@ -1,0 +1,326 @@
+//! `moa run`: one headless run. The final answer streams to stdout (or the run record with --json);
+//! progress, notices and errors go to stderr.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{CliError, setup};
+use crate::config::{Config, ProviderKind};
+use crate::engine::preset::{self, Preset};
+use crate::engine::record::{CallRecord, CallStatus, RunRecord};
+use crate::engine::{RunEvent, RunOptions, Stage};
+use crate::provider::{Message, Role};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Preset name or path to a preset file (default: from config, else local-self-moa).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Print the run record as JSON when the run ends, instead of streaming the answer.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not save the run as a session.
+    #[arg(long)]
+    pub no_save: bool,
+    /// Skip the preset's baseline model.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Earlier turns: a JSON file with [{"role": "user"|"assistant"|"system", "content": "..."}].
+    #[arg(long, value_name = "FILE")]
+    pub conversation: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The prompt; read from stdin when absent.
+    pub prompt: Option<String>,
+}
+
+pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
+    let s = setup(config)?;
+    let preset_name = args
+        .preset
+        .clone()
+        .unwrap_or_else(|| s.config.default_preset.clone());
+    let preset = preset::load(&preset_name, &s.config.folders.presets_dir(), &s.templates)?;
+    let messages = conversation(&args)?;
+    preflight(&s.config, &preset, !args.no_baseline)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let mut printer = Printer::new(args.json, args.quiet);
+    let record = rt.block_on(async {
+        let opts = RunOptions {
+            baseline: !args.no_baseline,
+        };
+        let mut h = s.engine.start(Arc::new(preset), messages, opts);
+        let cancel = h.cancel.clone();
+        // Ctrl-C cancels the run (partial answers are kept in the record); a second one quits.
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nmoa: cancelling (Ctrl-C again to quit at once)");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        while let Some(ev) = h.events.recv().await {
+            printer.event(&ev);
+        }
+        h.done.await.expect("the run task does not panic")
+    });
+    printer.finish(&record);
+    Ok(match &record.final_answer {
+        Some(f) if f.status == CallStatus::Ok => 0,
+        _ => 1,
+    })
+}
+
+/// The prompt from the argument or stdin, after the earlier turns of --conversation.
+fn conversation(args: &RunArgs) -> Result<Vec<Message>, CliError> {
+    let mut messages: Vec<Message> = match &args.conversation {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                CliError::usage(format!("cannot read the conversation file {}: {e}", p.display()))
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                CliError::usage(format!(
+                    "{}:{}:{}: not a conversation ({e}); expected [{{\"role\": \"user\", \"content\": \"...\"}}, ...]",
+                    p.display(),
+                    e.line(),
+                    e.column()
+                ))
+            })?
+        }
+        None => Vec::new(),
+    };
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None if messages.last().is_some_and(|m| m.role == Role::User) => String::new(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("moa: reading the prompt from stdin (end with Ctrl-D)");
+            }
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+            String::from_utf8(bytes).map_err(|e| {
+                CliError::usage(format!(
+                    "stdin is not UTF-8 text (invalid byte at offset {}); pass a text prompt",
+                    e.utf8_error().valid_up_to()
+                ))
+            })?
+        }
+    };
+    if prompt.contains('\0') {
+        return Err(CliError::usage(
+            "the prompt contains NUL bytes; it looks like binary data, not text",
+        ));
+    }
+    if !prompt.trim().is_empty() {
+        messages.push(Message::user(prompt.trim_end_matches('\n')));
+    }
+    if messages.last().is_none_or(|m| m.role != Role::User) {
+        return Err(CliError::usage(
+            "the prompt is empty: pass it as an argument (moa run \"...\") or on stdin",
+        ));
+    }
+    Ok(messages)
+}
+
+/// Check before spending anything that every model resolves and every needed key is set.
+pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(), CliError> {
+    let mut problems = Vec::new();
+    let mut missing_vars: Vec<String> = Vec::new();
+    for model in preset.models(baseline) {
+        match config.resolve(&model) {
+            Err(e) => problems.push(e),
+            Ok((p, _)) => {
+                if p.key_required && !p.key_available() {
+                    let var = p.api_key_env.clone().unwrap_or_default();
+                    if !missing_vars.contains(&var) {
+                        missing_vars.push(var);
+                    }
+                }
+                if p.kind == ProviderKind::Local {
+                    problems.push(format!(
+                        "{model}: the embedded local model is not part of this build yet; pick a preset with remote models (moa presets list)"
+                    ));
+                }
+            }
+        }
+    }
+    for var in &missing_vars {
+        problems.push(format!(
+            "{var} is not set: export it, or pick another preset (moa presets list) or --config with other providers"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.dedup();
+        Err(CliError::usage(format!(
+            "preset {:?} cannot run:\n  {}",
+            preset.name,
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// Writes the run to the terminal as it happens.
+struct Printer {
+    json: bool,
+    quiet: bool,
+    /// Text of the final answer already written to stdout.
+    streamed: String,
+    final_calls: Vec<(Stage, usize)>,
+    ops: Vec<&'static str>,
+}
+
+impl Printer {
+    fn new(json: bool, quiet: bool) -> Self {
+        Printer {
+            json,
+            quiet,
+            streamed: String::new(),
+            final_calls: Vec::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    fn progress(&self, line: String) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    fn event(&mut self, ev: &RunEvent) {
+        match ev {
+            RunEvent::RunStarted { preset, ops, .. } => {
+                self.ops = ops.clone();
+                self.progress(format!("moa: {preset}: {}", ops.join(" → ")));
+            }
+            RunEvent::CallStarted {
+                tag,
+                final_candidate,
+                ..
+            } if *final_candidate => {
+                self.final_calls.push((tag.stage, tag.slot));
+            }
+            RunEvent::Delta { tag, text } if self.final_calls.contains(&(tag.stage, tag.slot)) => {
+                if !self.json {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                }
+                self.streamed.push_str(text);
+            }
+            RunEvent::Retrying {
+                tag,
+                attempt,
+                delay_ms,
+                reason,
+            } => self.progress(format!(
+                "  ↻ {} {}: retry {attempt} in {:.1} s: {reason}",
+                self.label(tag.stage, tag.slot),
+                tag.model,
+                *delay_ms as f64 / 1000.0
+            )),
+            RunEvent::CallFinished { tag, record } | RunEvent::CallFailed { tag, record } => {
+                let line = call_line(&self.label(tag.stage, tag.slot), record);
+                self.progress(line);
+            }
+            RunEvent::Notice { message, .. } => self.progress(format!("  ! {message}")),
+            RunEvent::StepDone { step, record, .. } => {
+                if let (Some(a), Some(m)) = (record.agreement, &record.agreement_method) {
+                    self.progress(format!("  step {} {}: agreement {a:.2} ({m})", step + 1, record.op));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn label(&self, stage: Stage, slot: usize) -> String {
+        match stage {
+            Stage::Step(i) => format!("{}[{slot}]", self.ops.get(i).copied().unwrap_or("step")),
+            Stage::Baseline => "baseline".into(),
+        }
+    }
+
+    fn finish(&mut self, r: &RunRecord) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer_pretty(&mut out, r);
+            let _ = writeln!(out);
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        match &r.final_answer {
+            Some(f) if f.text != self.streamed => {
+                if !self.streamed.is_empty() {
+                    let _ = writeln!(out);
+                    eprintln!("moa: the streamed answer was not final; the final answer ({}) follows", f.source);
+                }
+                let _ = write!(out, "{}", f.text);
+                if !f.text.ends_with('\n') {
+                    let _ = writeln!(out);
+                }
+            }
+            Some(f) => {
+                if !f.text.ends_with('\n') {
+                    let _ = writeln!(out);
+                }
+            }
+            None => {}
+        }
+        let _ = out.flush();
+        let cost = if r.usage.cost_incomplete || r.usage.cost_usd > 0.0 {
+            format!(", ${:.5}{}", r.usage.cost_usd, if r.usage.cost_incomplete { "+ (some prices unknown)" } else { "" })
+        } else {
+            String::new()
+        };
+        match &r.final_answer {
+            Some(f) if f.status == CallStatus::Ok => self.progress(format!(
+                "moa: done in {:.1} s ({}), {} tokens in, {} out{cost}",
+                r.wall_ms as f64 / 1000.0,
+                f.source,
+                r.usage.tokens_in,
+                r.usage.tokens_out
+            )),
+            Some(_) => eprintln!("moa: cancelled; the partial answer is above"),
+            None if r.cancelled => eprintln!("moa: cancelled before any answer"),
+            None => eprintln!("moa: the run produced no answer (see the errors above)"),
+        }
+        if let Some(b) = &r.baseline {
+            self.progress(call_line("baseline", b));
+        }
+    }
+}
+
+fn call_line(label: &str, c: &CallRecord) -> String {
+    let secs = c.latency_ms as f64 / 1000.0;
+    match c.status {
+        CallStatus::Ok | CallStatus::Late => format!(
+            "  ✓ {label} {} {secs:.1} s, first token {:.1} s, {} tokens{}",
+            c.model,
+            c.ttft_ms.unwrap_or(0) as f64 / 1000.0,
+            c.tokens_out,
+            if c.usage_estimated { " (estimated)" } else { "" }
+        ),
+        _ => format!(
+            "  ✗ {label} {} {:?} after {secs:.1} s: {}{}",
+            c.model,
+            c.status,
+            c.error.as_deref().unwrap_or("?"),
+            if c.text.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} characters kept)", c.text.chars().count())
+            }
+        ),
+    }
+}

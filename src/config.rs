@@ -1,0 +1,536 @@
+//! `config.toml`, the provider table (built-ins merged with the user's), prices, model facts and the
+//! folders moa reads and writes (`MOA_HOME`, `MOA_MODELS_DIR`, else the platform folders).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, located in its file. Displayed as `file:line:column: message`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{message}", location(path, *line_col))]
+pub struct ConfigError {
+    pub path: Option<PathBuf>,
+    pub line_col: Option<(usize, usize)>,
+    pub message: String,
+}
+
+fn location(path: &Option<PathBuf>, lc: Option<(usize, usize)>) -> String {
+    match (path, lc) {
+        (Some(p), Some((l, c))) => format!("{}:{l}:{c}: ", p.display()),
+        (Some(p), None) => format!("{}: ", p.display()),
+        (None, Some((l, c))) => format!("{l}:{c}: "),
+        (None, None) => String::new(),
+    }
+}
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            path: None,
+            line_col: None,
+            message: message.into(),
+        }
+    }
+    pub fn at(path: &Path, text: &str, span: Option<std::ops::Range<usize>>, msg: String) -> Self {
+        ConfigError {
+            path: Some(path.to_path_buf()),
+            line_col: span.map(|s| line_col(text, s.start)),
+            message: msg,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parse TOML into `T`, turning errors into `file:line:col: message` with the offending key named.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        ConfigError::at(path, text, e.span(), msg)
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Local,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    default_preset: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderEntry>,
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    models: BTreeMap<String, ModelFacts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderEntry {
+    kind: Option<ProviderKind>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    /// Only here to refuse it with a helpful message: keys live in the environment.
+    api_key: Option<toml::Spanned<toml::Value>>,
+    max_concurrency: Option<usize>,
+    requests_per_minute: Option<u32>,
+    timeout_connect_ms: Option<u64>,
+    timeout_first_token_ms: Option<u64>,
+    timeout_idle_ms: Option<u64>,
+    timeout_total_ms: Option<u64>,
+    max_retries: Option<u32>,
+    /// For `kind = "local"`: a GGUF file to load instead of the embedded model.
+    model_path: Option<PathBuf>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// What is known about a model that its provider may not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFacts {
+    /// Context window in tokens; used to keep the aggregator's input from overflowing.
+    pub context_window: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_token: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(10_000),
+            first_token: Duration::from_millis(60_000),
+            idle: Duration::from_millis(30_000),
+            total: Duration::from_millis(600_000),
+        }
+    }
+}
+
+/// A provider as moa will use it: built-in defaults with the user's settings on top.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// The NAME of the environment variable holding the key; never the key.
+    pub api_key_env: Option<String>,
+    /// Cloud providers refuse requests without a key: say so before the run starts.
+    pub key_required: bool,
+    pub max_concurrency: usize,
+    pub requests_per_minute: u32,
+    pub timeouts: Timeouts,
+    pub max_retries: u32,
+    pub model_path: Option<PathBuf>,
+}
+
+impl ProviderSettings {
+    fn builtin(name: &str, kind: ProviderKind, base_url: &str, key: Option<&str>) -> Self {
+        ProviderSettings {
+            name: name.to_string(),
+            kind,
+            base_url: base_url.to_string(),
+            api_key_env: key.map(str::to_string),
+            key_required: key.is_some(),
+            max_concurrency: if kind == ProviderKind::Local { 1 } else { 16 },
+            requests_per_minute: 0,
+            timeouts: Timeouts::default(),
+            max_retries: 3,
+            model_path: None,
+        }
+    }
+
+    /// The key variable is set (and non-empty), or none is needed.
+    pub fn key_available(&self) -> bool {
+        match &self.api_key_env {
+            Some(var) => std::env::var_os(var).is_some_and(|v| !v.is_empty()),
+            None => true,
+        }
+    }
+}
+
+/// The providers moa knows without any configuration, with their usual base URLs and key variables.
+pub fn builtin_providers() -> Vec<ProviderSettings> {
+    use ProviderKind::*;
+    let cloud = [
+        ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+        ("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+        ("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        ("fireworks", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
+        ("deepinfra", "https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY"),
+        ("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    ];
+    let mut v: Vec<ProviderSettings> = cloud
+        .iter()
+        .map(|(n, u, k)| ProviderSettings::builtin(n, Openai, u, Some(k)))
+        .collect();
+    v.push(ProviderSettings::builtin(
+        "anthropic",
+        Anthropic,
+        "https://api.anthropic.com/v1",
+        Some("ANTHROPIC_API_KEY"),
+    ));
+    // Local servers: no key needed; a key variable is still read when set (vLLM --api-key).
+    for (n, u, k) in [
+        ("ollama", "http://localhost:11434/v1", None),
+        ("vllm", "http://localhost:8000/v1", Some("VLLM_API_KEY")),
+        ("llamacpp", "http://localhost:8080/v1", None),
+        ("lmstudio", "http://localhost:1234/v1", None),
+    ] {
+        let mut p = ProviderSettings::builtin(n, Openai, u, k);
+        p.key_required = false;
+        v.push(p);
+    }
+    v.push(ProviderSettings::builtin("local", Local, "", None));
+    v
+}
+
+/// Context windows of models the shipped presets use, so overflow is caught without any config.
+fn builtin_context_window(model: &str) -> Option<u64> {
+    let table: &[(&str, u64)] = &[
+        ("together/Qwen/Qwen1.5-110B-Chat", 32_768),
+        ("together/Qwen/Qwen1.5-72B-Chat", 32_768),
+        ("together/Qwen/Qwen2-72B-Instruct", 32_768),
+        ("together/meta-llama/Llama-3-70b-chat-hf", 8_192),
+        ("together/mistralai/Mixtral-8x22B-Instruct-v0.1", 65_536),
+        ("together/databricks/dbrx-instruct", 32_768),
+        ("groq/llama-3.3-70b-versatile", 131_072),
+        ("groq/llama-3.1-8b-instant", 131_072),
+        ("groq/gemma2-9b-it", 8_192),
+        ("local/smollm2-135m", 8_192),
+    ];
+    table.iter().find(|(m, _)| *m == model).map(|(_, c)| *c)
+}
+
+/// Where moa keeps its files.
+#[derive(Debug, Clone)]
+pub struct Folders {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+}
+
+impl Folders {
+    /// `MOA_HOME` replaces both platform folders; `MOA_MODELS_DIR` overrides the models folder.
+    pub fn from_env() -> Self {
+        let (config_dir, data_dir) = match std::env::var_os("MOA_HOME").filter(|v| !v.is_empty()) {
+            Some(home) => (PathBuf::from(&home), PathBuf::from(home)),
+            None => match directories::ProjectDirs::from("", "", "moa") {
+                Some(d) => (d.config_dir().to_path_buf(), d.data_dir().to_path_buf()),
+                None => (PathBuf::from(".moa"), PathBuf::from(".moa")),
+            },
+        };
+        let models_dir = std::env::var_os("MOA_MODELS_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("models"));
+        Folders {
+            config_dir,
+            data_dir,
+            models_dir,
+        }
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+    pub fn presets_dir(&self) -> PathBuf {
+        self.config_dir.join("presets")
+    }
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.data_dir.join("sessions")
+    }
+}
+
+/// The whole configuration, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub folders: Folders,
+    /// The file it came from, when there was one.
+    pub source: Option<PathBuf>,
+    pub default_preset: String,
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Providers the user configured (not only built in): `moa models` lists these first.
+    pub user_providers: Vec<String>,
+    pub prices: BTreeMap<String, Price>,
+    pub models: BTreeMap<String, ModelFacts>,
+}
+
+pub const DEFAULT_PRESET: &str = "local-self-moa";
+
+impl Config {
+    /// Load `--config FILE` when given (it must exist), else the config folder's `config.toml` when it
+    /// exists, else built-in defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let folders = Folders::from_env();
+        let path = match explicit {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::new(format!(
+                        "config file {} does not exist (check the path given to --config)",
+                        p.display()
+                    )));
+                }
+                Some(p.to_path_buf())
+            }
+            None => Some(folders.config_file()).filter(|p| p.exists()),
+        };
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    ConfigError::new(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                Config::from_toml(folders, &p, &text)
+            }
+            None => Config::from_toml(folders, Path::new("config.toml"), "").map(|mut c| {
+                c.source = None;
+                c
+            }),
+        }
+    }
+
+    pub fn from_toml(folders: Folders, path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = parse_toml(path, text)?;
+        let mut providers: BTreeMap<String, ProviderSettings> = builtin_providers()
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let mut user_providers = Vec::new();
+        for (name, e) in file.providers {
+            if let Some(k) = &e.api_key {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(k.span()),
+                    format!(
+                        "providers.{name}.api_key: moa does not read keys from files; remove it, export the key in an environment variable and name that variable with api_key_env = \"...\""
+                    ),
+                ));
+            }
+            if name.contains('/') || name.is_empty() {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    None,
+                    format!("provider name {name:?} must be non-empty and contain no '/'"),
+                ));
+            }
+            let mut p = match providers.remove(&name) {
+                Some(p) => p,
+                None => {
+                    let kind = e.kind.ok_or_else(|| {
+                        ConfigError::at(
+                            path,
+                            text,
+                            None,
+                            format!(
+                                "providers.{name}: a new provider needs kind = \"openai\", \"anthropic\" or \"local\""
+                            ),
+                        )
+                    })?;
+                    if kind != ProviderKind::Local && e.base_url.is_none() {
+                        return Err(ConfigError::at(
+                            path,
+                            text,
+                            None,
+                            format!("providers.{name}: base_url is missing"),
+                        ));
+                    }
+                    let mut p = ProviderSettings::builtin(&name, kind, "", None);
+                    p.key_required = false;
+                    p
+                }
+            };
+            if let Some(k) = e.kind {
+                p.kind = k;
+            }
+            if let Some(u) = e.base_url {
+                p.base_url = u;
+            }
+            if let Some(k) = e.api_key_env {
+                p.api_key_env = Some(k).filter(|k| !k.is_empty());
+            }
+            if let Some(c) = e.max_concurrency {
+                if c == 0 {
+                    return Err(ConfigError::at(
+                        path,
+                        text,
+                        None,
+                        format!("providers.{name}.max_concurrency must be at least 1"),
+                    ));
+                }
+                p.max_concurrency = c;
+            }
+            if let Some(r) = e.requests_per_minute {
+                p.requests_per_minute = r;
+            }
+            let ms = Duration::from_millis;
+            if let Some(t) = e.timeout_connect_ms {
+                p.timeouts.connect = ms(t);
+            }
+            if let Some(t) = e.timeout_first_token_ms {
+                p.timeouts.first_token = ms(t);
+            }
+            if let Some(t) = e.timeout_idle_ms {
+                p.timeouts.idle = ms(t);
+            }
+            if let Some(t) = e.timeout_total_ms {
+                p.timeouts.total = ms(t);
+            }
+            if let Some(r) = e.max_retries {
+                p.max_retries = r;
+            }
+            if e.model_path.is_some() {
+                p.model_path = e.model_path;
+            }
+            user_providers.push(name.clone());
+            providers.insert(name, p);
+        }
+        Ok(Config {
+            folders,
+            source: Some(path.to_path_buf()),
+            default_preset: file
+                .default_preset
+                .unwrap_or_else(|| DEFAULT_PRESET.to_string()),
+            providers,
+            user_providers,
+            prices: file.prices,
+            models: file.models,
+        })
+    }
+
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        self.models
+            .get(model)
+            .and_then(|m| m.context_window)
+            .or_else(|| builtin_context_window(model))
+    }
+
+    /// Split `PROVIDER/MODEL` at the first `/` and find the provider.
+    pub fn resolve<'a>(&'a self, model: &'a str) -> Result<(&'a ProviderSettings, &'a str), String> {
+        let Some((prov, name)) = model.split_once('/') else {
+            return Err(format!(
+                "model {model:?} must be written PROVIDER/MODEL, e.g. groq/llama-3.3-70b-versatile"
+            ));
+        };
+        if name.is_empty() {
+            return Err(format!("model {model:?} has no model name after the '/'"));
+        }
+        match self.providers.get(prov) {
+            Some(p) => Ok((p, name)),
+            None => Err(format!(
+                "unknown provider {prov:?} in {model:?}; known: {} (add one under [providers.{prov}] in config.toml)",
+                self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folders() -> Folders {
+        Folders {
+            config_dir: "/tmp/x".into(),
+            data_dir: "/tmp/x".into(),
+            models_dir: "/tmp/x/models".into(),
+        }
+    }
+
+    #[test]
+    fn builtins_and_overrides() {
+        let c = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            r#"
+[providers.groq]
+max_concurrency = 2
+[providers.fake]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "FAKE_KEY"
+requests_per_minute = 30
+[prices."groq/x"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+"#,
+        )
+        .unwrap();
+        let g = &c.providers["groq"];
+        assert_eq!(g.max_concurrency, 2);
+        assert_eq!(g.base_url, "https://api.groq.com/openai/v1");
+        assert_eq!(g.api_key_env.as_deref(), Some("GROQ_API_KEY"));
+        let f = &c.providers["fake"];
+        assert_eq!(f.requests_per_minute, 30);
+        assert!(!f.key_required);
+        assert_eq!(c.price("groq/x").unwrap().output_per_mtok, 2.0);
+        assert_eq!(c.default_preset, DEFAULT_PRESET);
+        let (p, m) = c.resolve("together/Qwen/Qwen1.5-110B-Chat").unwrap();
+        assert_eq!((p.name.as_str(), m), ("together", "Qwen/Qwen1.5-110B-Chat"));
+        assert!(c.resolve("nope/x").unwrap_err().contains("unknown provider"));
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "default_preset = \"x\"\n[providers.groq]\nmax_concurency = 2\n",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("c.toml:3:1: "), "{s}");
+        assert!(s.contains("max_concurency"), "{s}");
+    }
+
+    #[test]
+    fn inline_keys_are_refused_without_echoing_them() {
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[providers.groq]\napi_key = \"gsk_SECRET123\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api_key_env"), "{e}");
+        assert!(!e.contains("SECRET123"), "{e}");
+        assert!(e.starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(line_col("ab\ncdé\nf", 8), (3, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,333 @@
+//! Drives one provider call: limits, retries (before the first token only), the four timeouts,
+//! cancellation, usage estimation and cost. Reports through events and returns the call's record.
+
+use std::sync::Arc;
+use futures::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{CallTag, RunEvent};
+use super::preset::AgentSpec;
+use super::prompts::{estimate_message_tokens, estimate_tokens};
+use super::record::{CallRecord, CallStatus};
+use crate::config::Config;
+use crate::provider::limits::backoff;
+use crate::provider::registry::Registry;
+use crate::provider::{ChatRequest, Chunk, Message, ProviderError};
+
+/// What every call of a run shares.
+pub struct CallContext {
+    pub registry: Arc<Registry>,
+    pub events: UnboundedSender<RunEvent>,
+    pub run_start: Instant,
+}
+
+impl CallContext {
+    fn config(&self) -> &Config {
+        self.registry.config()
+    }
+    pub fn emit(&self, ev: RunEvent) {
+        // A consumer that went away (closed TUI) must not stop the run.
+        let _ = self.events.send(ev);
+    }
+}
+
+/// An answer may not grow past this many bytes per allowed token (or 4 MiB without max_tokens):
+/// a server that ignores max_tokens cannot exhaust memory.
+const BYTES_PER_TOKEN_CAP: usize = 64;
+const UNBOUNDED_CAP: usize = 4 << 20;
+
+enum Outcome {
+    Done,
+    Failed(ProviderError),
+    TimedOut(&'static str, String),
+    Cancelled,
+    Capped,
+}
+
+pub async fn run_call(
+    ctx: &CallContext,
+    tag: CallTag,
+    agent: &AgentSpec,
+    messages: Vec<Message>,
+    final_candidate: bool,
+    cancel: CancellationToken,
+) -> CallRecord {
+    let started = Instant::now();
+    let mut rec = CallRecord {
+        slot: tag.slot,
+        model: agent.model.clone(),
+        temperature: agent.temperature,
+        top_p: agent.top_p,
+        max_tokens: agent.max_tokens,
+        status: CallStatus::Ok,
+        error: None,
+        error_kind: None,
+        text: String::new(),
+        ttft_ms: None,
+        latency_ms: 0,
+        start_ms: started.duration_since(ctx.run_start).as_millis() as u64,
+        tokens_in: 0,
+        tokens_out: 0,
+        usage_estimated: false,
+        cost_usd: None,
+        retries: 0,
+        finish_reason: None,
+    };
+    ctx.emit(RunEvent::CallStarted {
+        tag: tag.clone(),
+        temperature: agent.temperature,
+        final_candidate,
+    });
+    let est_in = estimate_message_tokens(&messages);
+    let (handle, model_name) = match ctx.registry.get(&agent.model) {
+        Ok(x) => x,
+        Err(e) => {
+            return finish(ctx, tag, rec, started, Outcome::Failed(e), None, est_in);
+        }
+    };
+    let timeouts = handle.settings.timeouts;
+    let total_deadline = started + timeouts.total;
+    let req = ChatRequest {
+        model: model_name,
+        messages,
+        temperature: agent.temperature,
+        top_p: agent.top_p,
+        max_tokens: agent.max_tokens,
+        seed: agent.seed,
+    };
+    let cap = agent
+        .max_tokens
+        .map_or(UNBOUNDED_CAP, |m| (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096));
+    let mut usage: Option<(u64, u64)> = None;
+    let mut attempt: u32 = 0;
+    let outcome = 'attempts: loop {
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Outcome::Cancelled,
+            _ = tokio::time::sleep_until(total_deadline) => break Outcome::TimedOut("total_timeout", format!("no answer within the total timeout of {} s (timeout_total_ms)", timeouts.total.as_secs())),
+            p = handle.limits.acquire() => p,
+        };
+        let sent = Instant::now();
+        let first_deadline = (sent + timeouts.first_token).min(total_deadline);
+        let opened = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Outcome::Cancelled,
+            _ = tokio::time::sleep_until(first_deadline) => break first_token_timeout(&timeouts, total_deadline, first_deadline),
+            r = handle.provider.open(req.clone()) => r,
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                drop(permit);
+                if e.is_retryable() && attempt < handle.settings.max_retries {
+                    let delay = backoff(attempt, e.retry_after());
+                    if Instant::now() + delay < total_deadline {
+                        attempt += 1;
+                        rec.retries = attempt;
+                        ctx.emit(RunEvent::Retrying {
+                            tag: tag.clone(),
+                            attempt,
+                            delay_ms: delay.as_millis() as u64,
+                            reason: e.to_string(),
+                        });
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => break Outcome::Cancelled,
+                            _ = tokio::time::sleep(delay) => continue 'attempts,
+                        }
+                    }
+                }
+                break Outcome::Failed(e);
+            }
+        };
+        // Streaming. Deadlines: first token (from sending), then idle between chunks, and total.
+        let mut last = Instant::now();
+        loop {
+            let deadline = if rec.ttft_ms.is_none() {
+                first_deadline
+            } else {
+                (last + timeouts.idle).min(total_deadline)
+            };
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break 'attempts Outcome::Cancelled,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if rec.ttft_ms.is_none() {
+                        break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
+                    } else if deadline == total_deadline {
+                        break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} s (timeout_total_ms)", timeouts.total.as_secs()));
+                    } else {
+                        break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", timeouts.idle.as_secs()));
+                    }
+                }
+                n = stream.next() => n,
+            };
+            last = Instant::now();
+            match next {
+                None => break 'attempts Outcome::Done,
+                Some(Ok(Chunk::Text(t))) => {
+                    if rec.ttft_ms.is_none() {
+                        rec.ttft_ms = Some(started.elapsed().as_millis() as u64);
+                    }
+                    let room = cap.saturating_sub(rec.text.len());
+                    let piece = truncate_at_char(&t, room);
+                    rec.text.push_str(piece);
+                    if !piece.is_empty() {
+                        ctx.emit(RunEvent::Delta {
+                            tag: tag.clone(),
+                            text: piece.to_string(),
+                        });
+                    }
+                    if piece.len() < t.len() {
+                        break 'attempts Outcome::Capped;
+                    }
+                }
+                Some(Ok(Chunk::Usage {
+                    tokens_in,
+                    tokens_out,
+                })) => usage = Some((tokens_in, tokens_out)),
+                Some(Ok(Chunk::Finish(r))) => rec.finish_reason = Some(r),
+                Some(Err(e)) => {
+                    // Nothing was shown yet: a retryable error may still be retried.
+                    if rec.text.is_empty()
+                        && e.is_retryable()
+                        && attempt < handle.settings.max_retries
+                    {
+                        drop(stream);
+                        drop(permit);
+                        let delay = backoff(attempt, e.retry_after());
+                        attempt += 1;
+                        rec.retries = attempt;
+                        ctx.emit(RunEvent::Retrying {
+                            tag: tag.clone(),
+                            attempt,
+                            delay_ms: delay.as_millis() as u64,
+                            reason: e.to_string(),
+                        });
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => break 'attempts Outcome::Cancelled,
+                            _ = tokio::time::sleep(delay) => continue 'attempts,
+                        }
+                    }
+                    break 'attempts Outcome::Failed(e);
+                }
+            }
+        }
+    };
+    finish(ctx, tag, rec, started, outcome, usage, est_in)
+}
+
+fn first_token_timeout(
+    t: &crate::config::Timeouts,
+    total_deadline: Instant,
+    first_deadline: Instant,
+) -> Outcome {
+    if first_deadline >= total_deadline {
+        Outcome::TimedOut(
+            "total_timeout",
+            format!(
+                "no answer within the total timeout of {} s (timeout_total_ms)",
+                t.total.as_secs()
+            ),
+        )
+    } else {
+        Outcome::TimedOut(
+            "first_token_timeout",
+            format!(
+                "no first token within {} s (timeout_first_token_ms); the server accepted the request but never answered",
+                t.first_token.as_secs_f64()
+            ),
+        )
+    }
+}
+
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    &s[..s.floor_char_boundary(max)]
+}
+
+fn finish(
+    ctx: &CallContext,
+    tag: CallTag,
+    mut rec: CallRecord,
+    started: Instant,
+    outcome: Outcome,
+    usage: Option<(u64, u64)>,
+    est_in: u64,
+) -> CallRecord {
+    rec.latency_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Outcome::Done => {}
+        Outcome::Capped => {
+            rec.finish_reason = Some("capped".into());
+        }
+        Outcome::Cancelled => {
+            rec.status = CallStatus::Cancelled;
+            rec.error = Some("cancelled".into());
+            rec.error_kind = Some("cancelled".into());
+        }
+        Outcome::TimedOut(kind, msg) => {
+            rec.status = CallStatus::Timeout;
+            rec.error = Some(msg);
+            rec.error_kind = Some(kind.into());
+        }
+        Outcome::Failed(e) => {
+            rec.status = CallStatus::Failed;
+            rec.error_kind = Some(e.kind().into());
+            rec.error = Some(e.to_string());
+        }
+    }
+    if rec.status == CallStatus::Ok && rec.text.is_empty() {
+        rec.status = CallStatus::Failed;
+        rec.error_kind = Some("empty".into());
+        rec.error = Some("the model returned an empty answer".into());
+    }
+    match usage {
+        Some((i, o)) if i + o > 0 => {
+            rec.tokens_in = i;
+            rec.tokens_out = o;
+        }
+        _ => {
+            // No usage reported: estimate, and say so. A call that never reached the model costs nothing.
+            let reached = rec.ttft_ms.is_some();
+            rec.tokens_in = if reached { est_in } else { 0 };
+            rec.tokens_out = estimate_tokens(&rec.text);
+            rec.usage_estimated = reached;
+        }
+    }
+    let provider_is_local = ctx
+        .config()
+        .resolve(&rec.model)
+        .is_ok_and(|(p, _)| p.kind == crate::config::ProviderKind::Local);
+    rec.cost_usd = match ctx.config().price(&rec.model) {
+        Some(p) => Some(
+            rec.tokens_in as f64 * p.input_per_mtok / 1e6
+                + rec.tokens_out as f64 * p.output_per_mtok / 1e6,
+        ),
+        None if provider_is_local => Some(0.0),
+        None => None,
+    };
+    let ev = if rec.status == CallStatus::Ok {
+        RunEvent::CallFinished {
+            tag,
+            record: rec.clone(),
+        }
+    } else {
+        RunEvent::CallFailed {
+            tag,
+            record: rec.clone(),
+        }
+    };
+    ctx.emit(ev);
+    rec
+}
+
+/// How long since `t`, in whole milliseconds.
+pub fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}

@@ -1,0 +1,895 @@
+//! Runs a preset over a conversation: steps in order, each a barrier unless its quorum or deadline
+//! lets it move on; every call reported as events; the run record returned at the end.
+//!
+//! Late calls (still running when a step moved on early) keep streaming, so the user sees them
+//! finish, but their answers do not enter later steps. When the pipeline has its final answer, any
+//! still running are cancelled: waiting would cost the latency that quorum/deadline exist to save.
+//! Those that finished in time are recorded as `late`, the others as `cancelled` with their text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::call::{CallContext, ms_since, run_call};
+use super::events::{CallTag, RunEvent, Stage};
+use super::preset::{AgentSpec, Gate, Preset, Step};
+use super::prompts::{self, estimate_message_tokens};
+use super::record::*;
+use crate::metrics::agreement::{self, AgreementScorer};
+use crate::provider::Message;
+use crate::provider::registry::Registry;
+
+/// The engine: turns presets and conversations into runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub registry: Arc<Registry>,
+    pub scorer: Arc<dyn AgreementScorer>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Run the preset's baseline alongside (when it has one).
+    pub baseline: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { baseline: true }
+    }
+}
+
+/// A run in progress: its events, a way to cancel it, and its record when it ends.
+pub struct RunHandle {
+    pub id: Arc<str>,
+    pub events: mpsc::UnboundedReceiver<RunEvent>,
+    pub cancel: CancellationToken,
+    pub done: tokio::task::JoinHandle<RunRecord>,
+}
+
+impl Engine {
+    pub fn start(&self, preset: Arc<Preset>, messages: Vec<Message>, opts: RunOptions) -> RunHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let id: Arc<str> = ulid::Ulid::generate().to_string().into();
+        let runner = Runner {
+            ctx: Arc::new(CallContext {
+                registry: self.registry.clone(),
+                events: tx,
+                run_start: Instant::now(),
+            }),
+            scorer: self.scorer.clone(),
+            run: id.clone(),
+            cancel: cancel.clone(),
+            conversation: messages,
+            steps: Vec::new(),
+            responses: Vec::new(),
+            late: Vec::new(),
+            final_source: None,
+            partial_final: None,
+        };
+        let done = tokio::spawn(runner.run(preset, opts));
+        RunHandle {
+            id,
+            events: rx,
+            cancel,
+            done,
+        }
+    }
+
+    /// Run to the end, forwarding events to `on_event`.
+    pub async fn run_to_end(
+        &self,
+        preset: Arc<Preset>,
+        messages: Vec<Message>,
+        opts: RunOptions,
+        mut on_event: impl FnMut(&RunEvent),
+    ) -> RunRecord {
+        let mut h = self.start(preset, messages, opts);
+        while let Some(ev) = h.events.recv().await {
+            on_event(&ev);
+        }
+        h.done.await.expect("the run task does not panic")
+    }
+}
+
+/// A current response and the call that wrote it.
+#[derive(Clone, Debug)]
+struct Response {
+    step: usize,
+    slot: usize,
+    text: String,
+}
+
+struct LateCalls {
+    step: usize,
+    token: CancellationToken,
+    set: JoinSet<(usize, CallRecord)>,
+}
+
+struct Runner {
+    ctx: Arc<CallContext>,
+    scorer: Arc<dyn AgreementScorer>,
+    run: Arc<str>,
+    cancel: CancellationToken,
+    conversation: Vec<Message>,
+    steps: Vec<StepRecord>,
+    responses: Vec<Response>,
+    late: Vec<LateCalls>,
+    final_source: Option<String>,
+    /// Text of an aggregator cut off by cancellation: better than nothing for the user.
+    partial_final: Option<String>,
+}
+
+struct Job {
+    slot: usize,
+    agent: AgentSpec,
+    messages: Vec<Message>,
+    final_candidate: bool,
+}
+
+impl Runner {
+    fn tag(&self, stage: Stage, slot: usize, model: &str) -> CallTag {
+        CallTag {
+            run: self.run.clone(),
+            stage,
+            slot,
+            model: model.into(),
+        }
+    }
+
+    fn notice(&self, stage: Stage, message: String) {
+        self.ctx.emit(RunEvent::Notice {
+            run: self.run.clone(),
+            stage,
+            message,
+        });
+    }
+
+    async fn run(mut self, preset: Arc<Preset>, opts: RunOptions) -> RunRecord {
+        let created = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.ctx.emit(RunEvent::RunStarted {
+            run: self.run.clone(),
+            preset: preset.name.clone(),
+            ops: preset.steps.iter().map(Step::op).collect(),
+        });
+        let baseline = match (&preset.baseline, opts.baseline) {
+            (Some(agent), true) => {
+                let ctx = self.ctx.clone();
+                let tag = self.tag(Stage::Baseline, 0, &agent.model);
+                let agent = agent.clone();
+                let msgs = prompts::with_agent_system(&self.conversation, agent.system.as_deref());
+                let token = self.cancel.child_token();
+                Some(tokio::spawn(async move {
+                    run_call(&ctx, tag, &agent, msgs, false, token).await
+                }))
+            }
+            _ => None,
+        };
+        let last_llm = preset
+            .steps
+            .iter()
+            .rposition(|s| !matches!(s, Step::Shuffle { .. } | Step::Dropout { .. }));
+        for (i, step) in preset.steps.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            self.ctx.emit(RunEvent::StepStarted {
+                run: self.run.clone(),
+                step: i,
+                op: step.op(),
+            });
+            let started = Instant::now();
+            let mut rec = StepRecord {
+                op: step.op().to_string(),
+                agreement: None,
+                agreement_method: None,
+                agreement_matrix: None,
+                calls: Vec::new(),
+                responses: Vec::new(),
+                shortened: None,
+                notes: Vec::new(),
+                wall_ms: 0,
+            };
+            let is_final = Some(i) == last_llm;
+            self.run_step(i, step, is_final, &mut rec).await;
+            rec.responses = self.responses.iter().map(|r| [r.step, r.slot]).collect();
+            rec.wall_ms = ms_since(started);
+            for n in &rec.notes {
+                self.notice(Stage::Step(i), n.clone());
+            }
+            self.ctx.emit(RunEvent::StepDone {
+                run: self.run.clone(),
+                step: i,
+                record: rec.clone(),
+            });
+            self.steps.push(rec);
+            if self.responses.is_empty() {
+                break;
+            }
+        }
+        let wall_ms = ms_since(self.ctx.run_start);
+        self.collect_late().await;
+        let baseline = match baseline {
+            Some(h) => Some(h.await.expect("baseline task does not panic")),
+            None => None,
+        };
+        let cancelled = self.cancel.is_cancelled();
+        let final_answer = if cancelled {
+            self.partial_final.take().map(|text| FinalAnswer {
+                text,
+                source: "aggregate".into(),
+                status: CallStatus::Cancelled,
+            })
+        } else {
+            self.responses.first().map(|r| FinalAnswer {
+                text: r.text.clone(),
+                source: self
+                    .final_source
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{}", self.steps[r.step].op, r.slot)),
+                status: CallStatus::Ok,
+            })
+        };
+        let mut usage = Usage::default();
+        for c in self.steps.iter().flat_map(|s| &s.calls) {
+            usage.add(c);
+        }
+        let record = RunRecord {
+            schema: RUN_SCHEMA.into(),
+            id: self.run.to_string(),
+            created,
+            preset: preset.name.clone(),
+            messages: self.conversation.clone(),
+            steps: std::mem::take(&mut self.steps),
+            final_answer,
+            baseline,
+            wall_ms,
+            usage,
+            cancelled,
+        };
+        self.ctx.emit(RunEvent::RunDone {
+            record: Box::new(record.clone()),
+        });
+        record
+    }
+
+    async fn run_step(&mut self, i: usize, step: &Step, is_final: bool, rec: &mut StepRecord) {
+        let texts: Vec<String> = self.responses.iter().map(|r| r.text.clone()).collect();
+        match step {
+            Step::Propose { agents, gate } => {
+                let jobs = agents
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, a)| Job {
+                        slot,
+                        agent: a.clone(),
+                        messages: prompts::with_agent_system(&self.conversation, a.system.as_deref()),
+                        final_candidate: false,
+                    })
+                    .collect();
+                let ok = self.run_calls(i, jobs, *gate, rec).await;
+                if ok.is_empty() {
+                    rec.notes.push(
+                        "every proposer failed: there is nothing to aggregate (see each call's error)"
+                            .into(),
+                    );
+                }
+                self.responses = ok;
+                self.score(rec);
+            }
+            Step::Synthesize {
+                agents,
+                prompt,
+                gate,
+            } => {
+                let jobs = agents
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, a)| {
+                        let fitted = self.fit(a, prompt, &texts, rec);
+                        Job {
+                            slot,
+                            agent: a.clone(),
+                            messages: prompts::synthesis_messages(
+                                &self.conversation,
+                                a.system.as_deref(),
+                                prompt,
+                                &fitted,
+                            ),
+                            final_candidate: false,
+                        }
+                    })
+                    .collect();
+                let ok = self.run_calls(i, jobs, *gate, rec).await;
+                if ok.is_empty() {
+                    rec.notes.push(
+                        "every synthesizer failed: keeping the previous layer's responses".into(),
+                    );
+                } else {
+                    self.responses = ok;
+                }
+                self.score(rec);
+            }
+            Step::Refine {
+                agents,
+                prompt,
+                gate,
+            } => {
+                let jobs = texts
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, t)| {
+                        let a = &agents[slot % agents.len()];
+                        Job {
+                            slot,
+                            agent: a.clone(),
+                            messages: prompts::judge_messages(
+                                &self.conversation,
+                                a.system.as_deref(),
+                                prompt,
+                                &[],
+                                Some(t),
+                            ),
+                            final_candidate: false,
+                        }
+                    })
+                    .collect();
+                let ok = self.run_calls(i, jobs, *gate, rec).await;
+                // A response whose refinement failed stays as it was.
+                let mut next = self.responses.clone();
+                for r in ok {
+                    let s = r.slot;
+                    next[s] = r;
+                }
+                let kept = next.iter().filter(|r| r.step != i).count();
+                if kept > 0 {
+                    rec.notes.push(format!(
+                        "{kept} response(s) could not be refined and were kept as they were"
+                    ));
+                }
+                self.responses = next;
+                self.score(rec);
+            }
+            Step::Aggregate { agent, prompt } => {
+                let fitted = self.fit(agent, prompt, &texts, rec);
+                let msgs = prompts::synthesis_messages(
+                    &self.conversation,
+                    agent.system.as_deref(),
+                    prompt,
+                    &fitted,
+                );
+                let call = self.single_call(i, 0, agent, msgs, is_final).await;
+                if call.status == CallStatus::Ok {
+                    self.responses = vec![Response {
+                        step: i,
+                        slot: 0,
+                        text: call.text.clone(),
+                    }];
+                    self.final_source = Some("aggregate".into());
+                } else if self.cancel.is_cancelled() {
+                    if !call.text.is_empty() {
+                        self.partial_final = Some(call.text.clone());
+                    }
+                } else {
+                    let pick = self.central_response();
+                    let r = self.responses[pick].clone();
+                    rec.notes.push(format!(
+                        "the aggregator failed ({}); falling back to the answer of {} (slot {}), the one that agrees most with the others",
+                        call.error.as_deref().unwrap_or("no answer"),
+                        self.model_of(&r),
+                        r.slot
+                    ));
+                    self.final_source = Some(format!("fallback:{}", r.slot));
+                    self.responses = vec![r];
+                }
+                rec.calls.push(call);
+            }
+            Step::Rank { agent, n, prompt } => {
+                let fitted = self.fit(agent, prompt, &texts, rec);
+                let msgs = prompts::judge_messages(
+                    &self.conversation,
+                    agent.system.as_deref(),
+                    prompt,
+                    &fitted,
+                    None,
+                );
+                let call = self.single_call(i, 0, agent, msgs, false).await;
+                let order = if call.status == CallStatus::Ok {
+                    let o = parse_ranking(&call.text, texts.len());
+                    if o.is_none() {
+                        rec.notes
+                            .push("the judge's ranking could not be read; kept the first responses".into());
+                    }
+                    o
+                } else {
+                    rec.notes
+                        .push("the ranking judge failed; kept the first responses".into());
+                    None
+                };
+                let order = order.unwrap_or_else(|| (0..texts.len()).collect());
+                let keep: Vec<Response> = order
+                    .iter()
+                    .take(*n)
+                    .map(|&k| self.responses[k].clone())
+                    .collect();
+                let dropped: Vec<Response> = order
+                    .iter()
+                    .skip(*n)
+                    .map(|&k| self.responses[k].clone())
+                    .collect();
+                rec.calls.push(call);
+                self.mark_dropped(&dropped);
+                self.responses = keep;
+            }
+            Step::Vote { agent, prompt } => {
+                let fitted = self.fit(agent, prompt, &texts, rec);
+                let msgs = prompts::judge_messages(
+                    &self.conversation,
+                    agent.system.as_deref(),
+                    prompt,
+                    &fitted,
+                    None,
+                );
+                let call = self.single_call(i, 0, agent, msgs, false).await;
+                let choice = if call.status == CallStatus::Ok {
+                    parse_choice(&call.text, texts.len())
+                } else {
+                    None
+                };
+                let pick = match choice {
+                    Some(k) => k,
+                    None => {
+                        rec.notes.push(format!(
+                            "the vote {}; picked the response that agrees most with the others",
+                            if call.status == CallStatus::Ok {
+                                "could not be read (no [[k]])"
+                            } else {
+                                "failed"
+                            }
+                        ));
+                        self.central_response()
+                    }
+                };
+                rec.calls.push(call);
+                let chosen = self.responses[pick].clone();
+                let others: Vec<Response> = self
+                    .responses
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != pick)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                self.mark_dropped(&others);
+                self.responses = vec![chosen];
+            }
+            Step::SelfMoaSeq {
+                agent,
+                window,
+                samples,
+                sample_temperature,
+                prompt,
+            } => {
+                let mut slot = 0;
+                if let Some(k) = samples {
+                    let sampler = AgentSpec {
+                        temperature: sample_temperature.or(agent.temperature),
+                        ..agent.clone()
+                    };
+                    let jobs = (0..*k)
+                        .map(|s| Job {
+                            slot: s,
+                            agent: sampler.clone(),
+                            messages: prompts::with_agent_system(
+                                &self.conversation,
+                                sampler.system.as_deref(),
+                            ),
+                            final_candidate: false,
+                        })
+                        .collect();
+                    let ok = self.run_calls(i, jobs, Gate::default(), rec).await;
+                    if ok.is_empty() {
+                        rec.notes.push("every sample failed".into());
+                        self.responses.clear();
+                        return;
+                    }
+                    self.responses = ok;
+                    self.score(rec);
+                    slot = *k;
+                }
+                let mut best = self.responses[0].clone();
+                let rest: Vec<Response> = self.responses[1..].to_vec();
+                let chunks: Vec<&[Response]> = rest.chunks(window - 1).collect();
+                let rounds = chunks.len();
+                for (round, chunk) in chunks.into_iter().enumerate() {
+                    let window_texts: Vec<String> = std::iter::once(best.text.clone())
+                        .chain(chunk.iter().map(|r| r.text.clone()))
+                        .collect();
+                    let fitted = self.fit(agent, prompt, &window_texts, rec);
+                    let msgs = prompts::synthesis_messages(
+                        &self.conversation,
+                        agent.system.as_deref(),
+                        prompt,
+                        &fitted,
+                    );
+                    let last = round + 1 == rounds;
+                    let call = self.single_call(i, slot, agent, msgs, is_final && last).await;
+                    if call.status == CallStatus::Ok {
+                        best = Response {
+                            step: i,
+                            slot,
+                            text: call.text.clone(),
+                        };
+                    } else if self.cancel.is_cancelled() {
+                        if last && !call.text.is_empty() {
+                            self.partial_final = Some(call.text.clone());
+                        }
+                        rec.calls.push(call);
+                        break;
+                    } else {
+                        rec.notes.push(format!(
+                            "window {} failed to aggregate; the running answer carries on unchanged",
+                            round + 1
+                        ));
+                    }
+                    rec.calls.push(call);
+                    slot += 1;
+                }
+                self.responses = vec![best];
+            }
+            Step::Shuffle { seed } => {
+                let mut rng = rng_for(*seed);
+                self.responses.shuffle(&mut rng);
+            }
+            Step::Dropout { rate, seed } => {
+                let mut rng = rng_for(*seed);
+                let mut kept = Vec::new();
+                let mut dropped = Vec::new();
+                for r in std::mem::take(&mut self.responses) {
+                    if rng.random::<f64>() < *rate {
+                        dropped.push(r);
+                    } else {
+                        kept.push(r);
+                    }
+                }
+                if kept.is_empty() && !dropped.is_empty() {
+                    let k = rng.random_range(0..dropped.len());
+                    kept.push(dropped.remove(k));
+                }
+                if !dropped.is_empty() {
+                    rec.notes
+                        .push(format!("dropped {} of {} responses", dropped.len(), dropped.len() + kept.len()));
+                }
+                self.mark_dropped(&dropped);
+                self.responses = kept;
+            }
+        }
+    }
+
+    fn model_of(&self, r: &Response) -> String {
+        self.steps
+            .get(r.step)
+            .and_then(|s| s.calls.iter().find(|c| c.slot == r.slot))
+            .map(|c| c.model.clone())
+            .unwrap_or_default()
+    }
+
+    fn central_response(&self) -> usize {
+        let texts: Vec<String> = self.responses.iter().map(|r| r.text.clone()).collect();
+        agreement::score(self.scorer.as_ref(), &texts).map_or(0, |a| agreement::most_central(&a.matrix))
+    }
+
+    fn mark_dropped(&mut self, dropped: &[Response]) {
+        for d in dropped {
+            if let Some(c) = self
+                .steps
+                .get_mut(d.step)
+                .and_then(|s| s.calls.iter_mut().find(|c| c.slot == d.slot))
+                && c.status == CallStatus::Ok
+            {
+                c.status = CallStatus::Dropped;
+            }
+        }
+    }
+
+    fn score(&self, rec: &mut StepRecord) {
+        let texts: Vec<String> = self
+            .responses
+            .iter()
+            .filter(|r| rec.calls.iter().any(|c| c.slot == r.slot) && r.step == self.steps.len())
+            .map(|r| r.text.clone())
+            .collect();
+        if let Some(a) = agreement::score(self.scorer.as_ref(), &texts) {
+            rec.agreement = Some((a.mean * 1e4).round() / 1e4);
+            rec.agreement_method = Some(a.method);
+            rec.agreement_matrix = Some(
+                a.matrix
+                    .iter()
+                    .map(|row| row.iter().map(|v| (v * 1e4).round() / 1e4).collect())
+                    .collect(),
+            );
+        }
+    }
+
+    /// Shorten the responses going into `agent`'s call when they would overflow its context window.
+    fn fit(&self, agent: &AgentSpec, template: &str, texts: &[String], rec: &mut StepRecord) -> Vec<String> {
+        let config = self.ctx.registry.config();
+        let Some(window) = config.context_window(&agent.model) else {
+            return texts.to_vec();
+        };
+        let skeleton = prompts::synthesis_messages(
+            &self.conversation,
+            agent.system.as_deref(),
+            template,
+            &vec![String::new(); texts.len()],
+        );
+        let overhead = estimate_message_tokens(&skeleton);
+        let reserve = agent.max_tokens.map_or(1024, u64::from);
+        let margin = window / 20;
+        let budget_tokens = window.saturating_sub(overhead + reserve + margin);
+        let budget_chars = (budget_tokens as usize * 4).max(64 * texts.len());
+        let mut fitted = texts.to_vec();
+        if let Some(cap) = prompts::fit_responses(&mut fitted, budget_chars) {
+            let n = texts.iter().filter(|t| t.chars().count() > cap).count();
+            if rec.shortened.is_none() {
+                rec.notes.push(format!(
+                    "the responses would overflow {}'s context of {window} tokens: {n} of them were shortened to {cap} characters each",
+                    agent.model
+                ));
+            }
+            rec.shortened = Some(Shortening {
+                context_window: window,
+                max_chars_per_response: cap,
+                responses_shortened: n,
+            });
+        }
+        fitted
+    }
+
+    async fn single_call(
+        &self,
+        step: usize,
+        slot: usize,
+        agent: &AgentSpec,
+        messages: Vec<Message>,
+        final_candidate: bool,
+    ) -> CallRecord {
+        let tag = self.tag(Stage::Step(step), slot, &agent.model);
+        run_call(&self.ctx, tag, agent, messages, final_candidate, self.cancel.child_token()).await
+    }
+
+    /// Run jobs concurrently under the step's gate. Returns the successful responses in slot order;
+    /// puts every call's record (late ones as placeholders, patched at the end) into `rec`.
+    async fn run_calls(&mut self, step: usize, jobs: Vec<Job>, gate: Gate, rec: &mut StepRecord) -> Vec<Response> {
+        let n = jobs.len();
+        let token = self.cancel.child_token();
+        let mut set: JoinSet<(usize, CallRecord)> = JoinSet::new();
+        let mut placeholders = Vec::with_capacity(n);
+        for job in jobs {
+            let ctx = self.ctx.clone();
+            let tag = self.tag(Stage::Step(step), job.slot, &job.agent.model);
+            let t = token.child_token();
+            placeholders.push(CallRecord {
+                slot: job.slot,
+                model: job.agent.model.clone(),
+                temperature: job.agent.temperature,
+                top_p: job.agent.top_p,
+                max_tokens: job.agent.max_tokens,
+                status: CallStatus::Cancelled,
+                error: None,
+                error_kind: None,
+                text: String::new(),
+                ttft_ms: None,
+                latency_ms: 0,
+                start_ms: 0,
+                tokens_in: 0,
+                tokens_out: 0,
+                usage_estimated: false,
+                cost_usd: None,
+                retries: 0,
+                finish_reason: None,
+            });
+            set.spawn(async move {
+                let slot = job.slot;
+                let fut = run_call(&ctx, tag, &job.agent, job.messages, job.final_candidate, t);
+                match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) => (slot, r),
+                    Err(_) => {
+                        let mut r = CallRecord {
+                            status: CallStatus::Failed,
+                            error: Some("internal error: the call panicked (please report this)".into()),
+                            error_kind: Some("internal".into()),
+                            ..placeholder_of(&job.agent, slot)
+                        };
+                        r.slot = slot;
+                        (slot, r)
+                    }
+                }
+            });
+        }
+        let mut results: Vec<Option<CallRecord>> = vec![None; n];
+        let deadline = gate.deadline_ms.map(|d| Instant::now() + Duration::from_millis(d));
+        let mut deadline_passed = false;
+        let mut ok = 0usize;
+        let mut moved_on = None;
+        while !set.is_empty() {
+            if let Some(q) = gate.quorum
+                && ok >= q.min(n)
+            {
+                moved_on = Some(format!("quorum of {q} reached"));
+                break;
+            }
+            if deadline_passed && ok >= 1 {
+                moved_on = Some(format!(
+                    "deadline of {} ms passed with {ok} answer(s)",
+                    gate.deadline_ms.unwrap_or_default()
+                ));
+                break;
+            }
+            tokio::select! {
+                biased;
+                r = set.join_next() => {
+                    if let Some(Ok((slot, call))) = r {
+                        if call.status == CallStatus::Ok {
+                            ok += 1;
+                        }
+                        results[slot] = Some(call);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !deadline_passed => {
+                    deadline_passed = true;
+                }
+            }
+        }
+        if let Some(why) = moved_on {
+            let waiting = set.len();
+            rec.notes.push(format!(
+                "{why}: moved on without {waiting} call(s); they go on streaming until the final answer and are recorded as late"
+            ));
+            self.late.push(LateCalls { step, token, set });
+        }
+        let mut ok_responses = Vec::new();
+        for (slot, r) in results.into_iter().enumerate() {
+            let call = r.unwrap_or_else(|| placeholders[slot].clone());
+            if call.status == CallStatus::Ok {
+                ok_responses.push(Response {
+                    step,
+                    slot,
+                    text: call.text.clone(),
+                });
+            }
+            rec.calls.push(call);
+        }
+        ok_responses
+    }
+
+    /// Cancel calls still running after their step moved on, and record how each ended.
+    async fn collect_late(&mut self) {
+        for mut group in std::mem::take(&mut self.late) {
+            group.token.cancel();
+            while let Some(r) = group.set.join_next().await {
+                let Ok((slot, mut call)) = r else { continue };
+                if call.status == CallStatus::Ok {
+                    call.status = CallStatus::Late;
+                }
+                if let Some(c) = self
+                    .steps
+                    .get_mut(group.step)
+                    .and_then(|s| s.calls.iter_mut().find(|c| c.slot == slot))
+                {
+                    *c = call;
+                }
+            }
+        }
+    }
+}
+
+fn placeholder_of(agent: &AgentSpec, slot: usize) -> CallRecord {
+    CallRecord {
+        slot,
+        model: agent.model.clone(),
+        temperature: agent.temperature,
+        top_p: agent.top_p,
+        max_tokens: agent.max_tokens,
+        status: CallStatus::Cancelled,
+        error: None,
+        error_kind: None,
+        text: String::new(),
+        ttft_ms: None,
+        latency_ms: 0,
+        start_ms: 0,
+        tokens_in: 0,
+        tokens_out: 0,
+        usage_estimated: false,
+        cost_usd: None,
+        retries: 0,
+        finish_reason: None,
+    }
+}
+
+fn rng_for(seed: Option<u64>) -> StdRng {
+    match seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::seed_from_u64(rand::random()),
+    }
+}
+
+/// Read a judge's ranking: the last line saying "Ranking:", else the last line with '>', else every
+/// number in the text. Returns all indices (0-based), best first, the unranked ones after in their
+/// original order; None when no valid number was found.
+pub fn parse_ranking(text: &str, n: usize) -> Option<Vec<usize>> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.to_lowercase().contains("ranking"))
+        .or_else(|| text.lines().rev().find(|l| l.contains('>')))
+        .unwrap_or(text);
+    let mut order: Vec<usize> = Vec::new();
+    for num in line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<usize>().ok())
+    {
+        if (1..=n).contains(&num) && !order.contains(&(num - 1)) {
+            order.push(num - 1);
+        }
+    }
+    if order.is_empty() {
+        return None;
+    }
+    for k in 0..n {
+        if !order.contains(&k) {
+            order.push(k);
+        }
+    }
+    Some(order)
+}
+
+/// Read a judge's pick: the last `[[k]]` with 1 <= k <= n, as a 0-based index.
+pub fn parse_choice(text: &str, n: usize) -> Option<usize> {
+    let mut found = None;
+    let mut rest = text;
+    while let Some(p) = rest.find("[[") {
+        let after = &rest[p + 2..];
+        if let Some(end) = after.find("]]")
+            && let Ok(k) = after[..end].trim().parse::<usize>()
+            && (1..=n).contains(&k)
+        {
+            found = Some(k - 1);
+        }
+        rest = after;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rankings() {
+        assert_eq!(
+            parse_ranking("Response 2 is best because of 3 facts.\nRanking: 2 > 3 > 1", 3),
+            Some(vec![1, 2, 0])
+        );
+        assert_eq!(parse_ranking("I'd go 3 > 1", 3), Some(vec![2, 0, 1]));
+        assert_eq!(parse_ranking("Ranking: [4] > [9] > [4]", 4), Some(vec![3, 0, 1, 2]));
+        assert_eq!(parse_ranking("no idea", 3), None);
+    }
+
+    #[test]
+    fn choices() {
+        assert_eq!(parse_choice("Most say Paris. [[2]]", 3), Some(1));
+        assert_eq!(parse_choice("[[1]] hmm, actually [[3]]", 3), Some(2));
+        assert_eq!(parse_choice("[[7]]", 3), None);
+        assert_eq!(parse_choice("[[A]]", 3), None);
+    }
+}

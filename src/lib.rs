@@ -1,0 +1,7 @@
+//! moa-workbench: a Mixture-of-Agents engine with a terminal workbench and headless runs.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod provider;

@@ -1,0 +1,72 @@
+//! `moa`: command-line parsing and dispatch only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use moa_workbench::cli;
+
+#[derive(Parser)]
+#[command(name = "moa", version, about = "Mixture-of-Agents workbench: run, watch and compare MoA pipelines")]
+struct Args {
+    /// Use this config file instead of the config folder's config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Preset name or path (for the workbench).
+    #[arg(long)]
+    preset: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One headless run: the final answer streams to stdout, progress to stderr.
+    Run(cli::run::RunArgs),
+    /// List or show presets.
+    Presets {
+        #[command(subcommand)]
+        command: PresetsCommand,
+    },
+    /// Configured models and those the providers list at /v1/models.
+    Models {
+        /// Only this provider.
+        provider: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PresetsCommand {
+    /// Every preset, shipped and your own.
+    List,
+    /// A preset's file and what it will run.
+    Show { name: String },
+}
+
+fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when stdout's reader goes away (`moa ... | head`).
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::Run(run)) => cli::run::main(args.config.as_deref(), run),
+        Some(Command::Presets { command }) => match command {
+            PresetsCommand::List => cli::presets::list(args.config.as_deref()),
+            PresetsCommand::Show { name } => cli::presets::show(args.config.as_deref(), &name),
+        },
+        Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
+        None => Err(cli::CliError::usage(
+            "the workbench TUI is not part of this build yet; use `moa run \"your prompt\"` (see `moa --help`)",
+        )),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("moa: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Measures over a run: how far responses agree. (Latency and cost are in the run record.)
+
+pub mod agreement;
