@@ -52,7 +52,10 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parse TOML into `T`, turning errors into `file:line:col: message` with the offending key named.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
         ConfigError::at(path, text, e.span(), msg)
@@ -181,10 +184,26 @@ pub fn builtin_providers() -> Vec<ProviderSettings> {
     let cloud = [
         ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
         ("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-        ("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
-        ("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-        ("fireworks", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
-        ("deepinfra", "https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY"),
+        (
+            "together",
+            "https://api.together.xyz/v1",
+            "TOGETHER_API_KEY",
+        ),
+        (
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            "OPENROUTER_API_KEY",
+        ),
+        (
+            "fireworks",
+            "https://api.fireworks.ai/inference/v1",
+            "FIREWORKS_API_KEY",
+        ),
+        (
+            "deepinfra",
+            "https://api.deepinfra.com/v1/openai",
+            "DEEPINFRA_API_KEY",
+        ),
         ("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
     ];
     let mut v: Vec<ProviderSettings> = cloud
@@ -437,7 +456,10 @@ impl Config {
     }
 
     /// Split `PROVIDER/MODEL` at the first `/` and find the provider.
-    pub fn resolve<'a>(&'a self, model: &'a str) -> Result<(&'a ProviderSettings, &'a str), String> {
+    pub fn resolve<'a>(
+        &'a self,
+        model: &'a str,
+    ) -> Result<(&'a ProviderSettings, &'a str), String> {
         let Some((prov, name)) = model.split_once('/') else {
             return Err(format!(
                 "model {model:?} must be written PROVIDER/MODEL, e.g. groq/llama-3.3-70b-versatile"
@@ -450,7 +472,11 @@ impl Config {
             Some(p) => Ok((p, name)),
             None => Err(format!(
                 "unknown provider {prov:?} in {model:?}; known: {} (add one under [providers.{prov}] in config.toml)",
-                self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
@@ -498,7 +524,11 @@ output_per_mtok = 2.0
         assert_eq!(c.default_preset, DEFAULT_PRESET);
         let (p, m) = c.resolve("together/Qwen/Qwen1.5-110B-Chat").unwrap();
         assert_eq!((p.name.as_str(), m), ("together", "Qwen/Qwen1.5-110B-Chat"));
-        assert!(c.resolve("nope/x").unwrap_err().contains("unknown provider"));
+        assert!(
+            c.resolve("nope/x")
+                .unwrap_err()
+                .contains("unknown provider")
+        );
     }
 
     #[test]

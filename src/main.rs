@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use moa_workbench::cli;
 
 #[derive(Parser)]
-#[command(name = "moa", version, about = "Mixture-of-Agents workbench: run, watch and compare MoA pipelines")]
+#[command(
+    name = "moa",
+    version,
+    about = "Mixture-of-Agents workbench: run, watch and compare MoA pipelines"
+)]
 struct Args {
     /// Use this config file instead of the config folder's config.toml.
     #[arg(long, global = true, value_name = "FILE")]

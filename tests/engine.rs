@@ -35,10 +35,16 @@ fn preset(text: &str) -> Arc<Preset> {
     Arc::new(preset::parse(Path::new("test-preset.toml"), text, &Templates::builtin()).unwrap())
 }
 
-async fn run(engine: &Engine, preset: Arc<Preset>, messages: Vec<Message>) -> (RunRecord, Vec<RunEvent>) {
+async fn run(
+    engine: &Engine,
+    preset: Arc<Preset>,
+    messages: Vec<Message>,
+) -> (RunRecord, Vec<RunEvent>) {
     let mut events = Vec::new();
     let rec = engine
-        .run_to_end(preset, messages, RunOptions::default(), |e| events.push(e.clone()))
+        .run_to_end(preset, messages, RunOptions::default(), |e| {
+            events.push(e.clone())
+        })
         .await;
     (rec, events)
 }
@@ -63,11 +69,22 @@ fn basic(proposers: &[&str], aggregator: &str) -> String {
 #[tokio::test]
 async fn propose_aggregate_streams_every_token_in_order() {
     let s = Server::start().await;
-    s.script("p1", vec![Reply::text(&["Paris ", "is ", "the capital."], 10, 5)]);
+    s.script(
+        "p1",
+        vec![Reply::text(&["Paris ", "is ", "the capital."], 10, 5)],
+    );
     s.script("p2", vec![Reply::text(&["It's ", "Paris."], 20, 5)]);
-    s.script("agg", vec![Reply::text(&["The capital ", "is Paris."], 5, 5)]);
+    s.script(
+        "agg",
+        vec![Reply::text(&["The capital ", "is Paris."], 5, 5)],
+    );
     let e = engine(&s, "");
-    let (rec, events) = run(&e, preset(&basic(&["p1", "p2"], "agg")), ask("Capital of France?")).await;
+    let (rec, events) = run(
+        &e,
+        preset(&basic(&["p1", "p2"], "agg")),
+        ask("Capital of France?"),
+    )
+    .await;
 
     let f = rec.final_answer.as_ref().unwrap();
     assert_eq!(f.text, "The capital is Paris.");
@@ -144,7 +161,10 @@ async fn parameters_and_together_prompt_reach_the_server_exactly() {
     let agg = &s.requests_for("agg")[0];
     let msgs = agg.body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 4);
-    let expected = format!("You are terse.\n\n{}\n1. one\n2. two", TOGETHER.trim_end_matches('\n'));
+    let expected = format!(
+        "You are terse.\n\n{}\n1. one\n2. two",
+        TOGETHER.trim_end_matches('\n')
+    );
     assert_eq!(msgs[0]["content"].as_str().unwrap(), expected);
     assert_eq!(msgs[3]["content"], "Count.");
     assert_eq!(agg.body["temperature"].to_string(), "0.3");
@@ -153,8 +173,14 @@ async fn parameters_and_together_prompt_reach_the_server_exactly() {
 #[tokio::test]
 async fn synthesize_layers_see_the_previous_layer() {
     let s = Server::start().await;
-    s.script("a", vec![Reply::text(&["A1"], 1, 1), Reply::text(&["A2"], 1, 1)]);
-    s.script("b", vec![Reply::text(&["B1"], 1, 1), Reply::text(&["B2"], 1, 1)]);
+    s.script(
+        "a",
+        vec![Reply::text(&["A1"], 1, 1), Reply::text(&["A2"], 1, 1)],
+    );
+    s.script(
+        "b",
+        vec![Reply::text(&["B1"], 1, 1), Reply::text(&["B2"], 1, 1)],
+    );
     let e = engine(&s, "");
     let p = preset(
         "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }, { model = \"fake/b\" }]\n[[step]]\nop = \"synthesize\"\nagents = \"previous\"\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
@@ -162,38 +188,79 @@ async fn synthesize_layers_see_the_previous_layer() {
     let (rec, _) = run(&e, p, ask("Q")).await;
     assert_eq!(rec.steps.len(), 3);
     let a2 = &s.requests_for("a")[1];
-    assert!(a2.body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. A1\n2. B1"));
+    assert!(
+        a2.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. A1\n2. B1")
+    );
     let agg = &s.requests_for("agg")[0];
-    assert!(agg.body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. A2\n2. B2"));
+    assert!(
+        agg.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. A2\n2. B2")
+    );
 }
 
 #[tokio::test]
 async fn a_failed_proposer_leaves_the_others_running() {
     let s = Server::start().await;
-    s.script("bad", vec![Reply::status(400, r#"{"error":{"message":"model overloaded with nonsense"}}"#)]);
+    s.script(
+        "bad",
+        vec![Reply::status(
+            400,
+            r#"{"error":{"message":"model overloaded with nonsense"}}"#,
+        )],
+    );
     s.script("good", vec![Reply::text(&["fine"], 1, 1)]);
     s.script("good2", vec![Reply::text(&["also fine"], 1, 1)]);
     let e = engine(&s, "");
-    let (rec, _) = run(&e, preset(&basic(&["bad", "good", "good2"], "agg")), ask("Q")).await;
+    let (rec, _) = run(
+        &e,
+        preset(&basic(&["bad", "good", "good2"], "agg")),
+        ask("Q"),
+    )
+    .await;
     let calls = &rec.steps[0].calls;
     assert_eq!(calls[0].status, CallStatus::Failed);
-    assert!(calls[0].error.as_ref().unwrap().contains("model overloaded with nonsense"));
+    assert!(
+        calls[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("model overloaded with nonsense")
+    );
     assert_eq!(calls[0].error_kind.as_deref(), Some("http_error"));
     let agg = &s.requests_for("agg")[0];
-    assert!(agg.body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. fine\n2. also fine"));
+    assert!(
+        agg.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. fine\n2. also fine")
+    );
     assert_eq!(rec.final_answer.unwrap().source, "aggregate");
 }
 
 #[tokio::test]
 async fn aggregator_failure_falls_back_to_a_proposer() {
     let s = Server::start().await;
-    s.script("p1", vec![Reply::text(&["Paris is the capital of France."], 1, 1)]);
-    s.script("p2", vec![Reply::text(&["The capital of France is Paris."], 1, 1)]);
+    s.script(
+        "p1",
+        vec![Reply::text(&["Paris is the capital of France."], 1, 1)],
+    );
+    s.script(
+        "p2",
+        vec![Reply::text(&["The capital of France is Paris."], 1, 1)],
+    );
     s.script("p3", vec![Reply::text(&["Bananas are yellow."], 1, 1)]);
-    s.script("agg", vec![Reply::raw(vec![
-        Piece::Bytes(1, sse_chunk("partial aggreg").into_bytes()),
-        Piece::Disconnect(5),
-    ])]);
+    s.script(
+        "agg",
+        vec![Reply::raw(vec![
+            Piece::Bytes(1, sse_chunk("partial aggreg").into_bytes()),
+            Piece::Disconnect(5),
+        ])],
+    );
     let e = engine(&s, "");
     let (rec, _) = run(&e, preset(&basic(&["p1", "p2", "p3"], "agg")), ask("Q")).await;
     let f = rec.final_answer.unwrap();
@@ -203,8 +270,17 @@ async fn aggregator_failure_falls_back_to_a_proposer() {
     let agg = &rec.steps[1].calls[0];
     assert_eq!(agg.status, CallStatus::Failed);
     assert_eq!(agg.text, "partial aggreg", "partial text is kept");
-    assert_eq!(s.requests_for("agg").len(), 1, "never re-sent after output was seen");
-    assert!(rec.steps[1].notes.iter().any(|n| n.contains("falling back")));
+    assert_eq!(
+        s.requests_for("agg").len(),
+        1,
+        "never re-sent after output was seen"
+    );
+    assert!(
+        rec.steps[1]
+            .notes
+            .iter()
+            .any(|n| n.contains("falling back"))
+    );
 }
 
 #[tokio::test]
@@ -216,7 +292,13 @@ async fn every_proposer_failing_gives_no_answer() {
     assert!(rec.final_answer.is_none());
     assert_eq!(rec.steps.len(), 1, "the aggregator is not called");
     assert!(s.requests_for("agg").is_empty());
-    assert!(rec.steps[0].calls[0].error.as_ref().unwrap().contains("moa models"));
+    assert!(
+        rec.steps[0].calls[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("moa models")
+    );
 }
 
 #[tokio::test]
@@ -225,7 +307,8 @@ async fn retries_429_and_5xx_before_the_first_token_honouring_retry_after() {
     s.script(
         "flaky",
         vec![
-            Reply::status(429, r#"{"error":{"message":"slow down"}}"#).header("retry-after-ms", "300"),
+            Reply::status(429, r#"{"error":{"message":"slow down"}}"#)
+                .header("retry-after-ms", "300"),
             Reply::status(503, "busy"),
             Reply::text(&["ok"], 1, 1),
         ],
@@ -238,9 +321,15 @@ async fn retries_429_and_5xx_before_the_first_token_honouring_retry_after() {
     assert_eq!(c.retries, 2);
     let log = s.requests_for("flaky");
     assert_eq!(log.len(), 3);
-    assert!(log[1].at - log[0].at >= Duration::from_millis(300), "Retry-After honoured");
+    assert!(
+        log[1].at - log[0].at >= Duration::from_millis(300),
+        "Retry-After honoured"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
-    let retries: Vec<_> = events.iter().filter(|e| matches!(e, RunEvent::Retrying { .. })).collect();
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Retrying { .. }))
+        .collect();
     assert_eq!(retries.len(), 2);
 }
 
@@ -260,11 +349,14 @@ async fn retries_stop_at_max_retries() {
 #[tokio::test]
 async fn a_disconnect_after_output_is_not_retried_and_keeps_the_text() {
     let s = Server::start().await;
-    s.script("cut", vec![Reply::raw(vec![
-        Piece::Bytes(1, sse_chunk("Half an ").into_bytes()),
-        Piece::Bytes(1, sse_chunk("answer").into_bytes()),
-        Piece::Disconnect(5),
-    ])]);
+    s.script(
+        "cut",
+        vec![Reply::raw(vec![
+            Piece::Bytes(1, sse_chunk("Half an ").into_bytes()),
+            Piece::Bytes(1, sse_chunk("answer").into_bytes()),
+            Piece::Disconnect(5),
+        ])],
+    );
     let e = engine(&s, "");
     let (rec, _) = run(&e, preset(&basic(&["cut", "ok"], "agg")), ask("Q")).await;
     let c = &rec.steps[0].calls[0];
@@ -279,11 +371,17 @@ async fn a_disconnect_after_output_is_not_retried_and_keeps_the_text() {
 async fn first_token_idle_and_total_timeouts() {
     let s = Server::start().await;
     s.script("hang", vec![Reply::hang()]);
-    s.script("silent_after_headers", vec![Reply::raw(vec![Piece::Bytes(3_600_000, vec![])])]);
-    s.script("trickle", vec![Reply::raw(vec![
-        Piece::Bytes(1, sse_chunk("a").into_bytes()),
-        Piece::Bytes(2_000, sse_chunk("b").into_bytes()),
-    ])]);
+    s.script(
+        "silent_after_headers",
+        vec![Reply::raw(vec![Piece::Bytes(3_600_000, vec![])])],
+    );
+    s.script(
+        "trickle",
+        vec![Reply::raw(vec![
+            Piece::Bytes(1, sse_chunk("a").into_bytes()),
+            Piece::Bytes(2_000, sse_chunk("b").into_bytes()),
+        ])],
+    );
     let e = engine(
         &s,
         "timeout_first_token_ms = 300\ntimeout_idle_ms = 300\ntimeout_total_ms = 5000\n",
@@ -291,7 +389,10 @@ async fn first_token_idle_and_total_timeouts() {
     let started = Instant::now();
     let (rec, _) = run(
         &e,
-        preset(&basic(&["hang", "silent_after_headers", "trickle", "ok"], "agg")),
+        preset(&basic(
+            &["hang", "silent_after_headers", "trickle", "ok"],
+            "agg",
+        )),
         ask("Q"),
     )
     .await;
@@ -321,7 +422,11 @@ async fn cancelling_stops_every_request_quickly_and_keeps_partial_text() {
         s.script(m, vec![Reply::text(&["tok "; 200], 1, 20)]);
     }
     let e = engine(&s, "");
-    let mut h = e.start(preset(&basic(&["s1", "s2", "s3"], "agg")), ask("Q"), RunOptions::default());
+    let mut h = e.start(
+        preset(&basic(&["s1", "s2", "s3"], "agg")),
+        ask("Q"),
+        RunOptions::default(),
+    );
     let drain = tokio::spawn(async move { while h.events.recv().await.is_some() {} });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
@@ -334,7 +439,11 @@ async fn cancelling_stops_every_request_quickly_and_keeps_partial_text() {
     assert!(rec.final_answer.is_none());
     for c in &rec.steps[0].calls {
         assert_eq!(c.status, CallStatus::Cancelled);
-        assert!(c.text.starts_with("tok tok"), "partial text kept: {:?}", c.text);
+        assert!(
+            c.text.starts_with("tok tok"),
+            "partial text kept: {:?}",
+            c.text
+        );
     }
     assert!(s.requests_for("agg").is_empty());
     // The server sees the connections close: nothing is left streaming to us.
@@ -344,7 +453,11 @@ async fn cancelling_stops_every_request_quickly_and_keeps_partial_text() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 1;
     }
-    assert_eq!(s.in_flight(), 0, "requests still open on the server after cancel");
+    assert_eq!(
+        s.in_flight(),
+        0,
+        "requests still open on the server after cancel"
+    );
 }
 
 #[tokio::test]
@@ -363,10 +476,19 @@ async fn quorum_moves_on_and_records_late_calls() {
     let (rec, _) = run(&e, preset(&text), ask("Q")).await;
     assert!(started.elapsed() < Duration::from_millis(2_500));
     let calls = &rec.steps[0].calls;
-    assert_eq!(calls[2].status, CallStatus::Cancelled, "still running at the end: cancelled");
+    assert_eq!(
+        calls[2].status,
+        CallStatus::Cancelled,
+        "still running at the end: cancelled"
+    );
     assert!(rec.steps[0].notes[0].contains("quorum of 2"));
     let agg = &s.requests_for("agg")[0];
-    assert!(agg.body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. one\n2. two"));
+    assert!(
+        agg.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. one\n2. two")
+    );
 }
 
 #[tokio::test]
@@ -387,7 +509,12 @@ async fn a_late_call_that_finishes_before_the_end_is_recorded_as_late() {
     assert_eq!(calls[1].status, CallStatus::Late);
     assert_eq!(calls[1].text, "two");
     assert!(rec.steps[0].notes[0].contains("deadline of 100 ms"));
-    assert!(s.requests_for("agg")[0].body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. one"));
+    assert!(
+        s.requests_for("agg")[0].body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. one")
+    );
     assert_eq!(rec.final_answer.unwrap().text, "final");
 }
 
@@ -413,26 +540,44 @@ async fn sse_quirks_of_real_providers() {
     ]);
     s.script("quirky", vec![quirky]);
     // CRLF line endings and no usage at all.
-    s.script("crlf", vec![Reply::raw(vec![
-        Piece::Bytes(1, b"data: {\"choices\":[{\"delta\":{\"content\":\"crlf ok\"}}]}\r\n\r\n".to_vec()),
-        Piece::Bytes(1, b"data: [DONE]\r\n\r\n".to_vec()),
-    ])]);
+    s.script(
+        "crlf",
+        vec![Reply::raw(vec![
+            Piece::Bytes(
+                1,
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"crlf ok\"}}]}\r\n\r\n".to_vec(),
+            ),
+            Piece::Bytes(1, b"data: [DONE]\r\n\r\n".to_vec()),
+        ])],
+    );
     let e = engine(&s, "");
     let (rec, _) = run(&e, preset(&basic(&["quirky", "crlf"], "agg")), ask("Q")).await;
     let c = &rec.steps[0].calls[0];
     assert_eq!(c.status, CallStatus::Ok, "{:?}", c.error);
     assert_eq!(c.text, "Price: 10 €");
-    assert_eq!((c.tokens_in, c.tokens_out, c.usage_estimated), (7, 3, false));
+    assert_eq!(
+        (c.tokens_in, c.tokens_out, c.usage_estimated),
+        (7, 3, false)
+    );
     let c = &rec.steps[0].calls[1];
     assert_eq!(c.text, "crlf ok");
-    assert!(c.usage_estimated, "no usage reported: estimated and flagged");
+    assert!(
+        c.usage_estimated,
+        "no usage reported: estimated and flagged"
+    );
     assert!(c.tokens_out > 0 && c.tokens_in > 0);
 }
 
 #[tokio::test]
 async fn auth_errors_name_the_variable_never_the_key() {
     let s = Server::start().await;
-    s.script("m", vec![Reply::status(401, r#"{"error":{"message":"Incorrect API key provided"}}"#)]);
+    s.script(
+        "m",
+        vec![Reply::status(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided"}}"#,
+        )],
+    );
     // SAFETY: tests in this binary that read FAKE_API_KEY all set the same value.
     unsafe { std::env::set_var("FAKE_API_KEY", "sk-test-SECRET-4242") };
     let e = engine(&s, "");
@@ -440,8 +585,14 @@ async fn auth_errors_name_the_variable_never_the_key() {
     let c = &rec.steps[0].calls[0];
     assert_eq!(c.error_kind.as_deref(), Some("auth"));
     let err = c.error.as_ref().unwrap();
-    assert!(err.contains("FAKE_API_KEY") && err.contains("Incorrect API key"), "{err}");
-    assert_eq!(s.requests_for("m")[0].authorization.as_deref(), Some("Bearer sk-test-SECRET-4242"));
+    assert!(
+        err.contains("FAKE_API_KEY") && err.contains("Incorrect API key"),
+        "{err}"
+    );
+    assert_eq!(
+        s.requests_for("m")[0].authorization.as_deref(),
+        Some("Bearer sk-test-SECRET-4242")
+    );
     assert_eq!(c.retries, 0, "401 is not retried");
     let json = serde_json::to_string(&rec).unwrap();
     assert!(!json.contains("SECRET-4242"));
@@ -456,14 +607,24 @@ async fn max_concurrency_is_respected() {
         "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/m\", n = 6 }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
     );
     let (rec, _) = run(&e, p, ask("Q")).await;
-    assert!(rec.steps[0].calls.iter().all(|c| c.status == CallStatus::Ok));
+    assert!(
+        rec.steps[0]
+            .calls
+            .iter()
+            .all(|c| c.status == CallStatus::Ok)
+    );
     assert_eq!(s.max_in_flight(), 2);
 }
 
 #[tokio::test]
 async fn shuffle_and_dropout_are_reproducible_with_a_seed() {
     let s = Server::start().await;
-    for (m, t) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie"), ("d", "delta")] {
+    for (m, t) in [
+        ("a", "alpha"),
+        ("b", "bravo"),
+        ("c", "charlie"),
+        ("d", "delta"),
+    ] {
         s.script(m, vec![Reply::text(&[t], 1, 1)]);
     }
     let e = engine(&s, "");
@@ -474,13 +635,19 @@ async fn shuffle_and_dropout_are_reproducible_with_a_seed() {
     assert_eq!(r1.steps[2].responses, r2.steps[2].responses);
     let kept = r1.steps[2].responses.len();
     assert!((1..=4).contains(&kept));
-    let dropped = r1.steps[0].calls.iter().filter(|c| c.status == CallStatus::Dropped).count();
+    let dropped = r1.steps[0]
+        .calls
+        .iter()
+        .filter(|c| c.status == CallStatus::Dropped)
+        .count();
     assert_eq!(kept + dropped, 4);
     let aggs = s.requests_for("agg");
     assert_eq!(aggs[0].body["messages"], aggs[1].body["messages"]);
 
     // A rate just below 1 still keeps one response.
-    let text = text.replace("rate = 0.5", "rate = 0.99").replace("seed = 3", "");
+    let text = text
+        .replace("rate = 0.5", "rate = 0.99")
+        .replace("seed = 3", "");
     let (r3, _) = run(&e, preset(&text), ask("Q")).await;
     assert!(!r3.steps[2].responses.is_empty());
 }
@@ -491,7 +658,14 @@ async fn rank_keeps_the_judges_top_n_in_order() {
     for (m, t) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie")] {
         s.script(m, vec![Reply::text(&[t], 1, 1)]);
     }
-    s.script("judge", vec![Reply::text(&["Response 3 is best, then 1.\nRanking: 3 > 1 > 2"], 1, 1)]);
+    s.script(
+        "judge",
+        vec![Reply::text(
+            &["Response 3 is best, then 1.\nRanking: 3 > 1 > 2"],
+            1,
+            1,
+        )],
+    );
     let e = engine(&s, "");
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }, { model = \"fake/b\" }, { model = \"fake/c\" }]\n[[step]]\nop = \"rank\"\nmodel = \"fake/judge\"\nn = 2\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n";
     let (rec, _) = run(&e, preset(text), ask("Q")).await;
@@ -501,7 +675,12 @@ async fn rank_keeps_the_judges_top_n_in_order() {
     let prompt = judge.body["messages"][0]["content"].as_str().unwrap();
     assert!(prompt.contains("Query: Q") && prompt.contains("\n1. alpha\n2. bravo\n3. charlie"));
     let agg = &s.requests_for("agg")[0];
-    assert!(agg.body["messages"][0]["content"].as_str().unwrap().ends_with("\n1. charlie\n2. alpha"));
+    assert!(
+        agg.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("\n1. charlie\n2. alpha")
+    );
 }
 
 #[tokio::test]
@@ -510,7 +689,10 @@ async fn vote_picks_a_proposers_answer() {
     for (m, t) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie")] {
         s.script(m, vec![Reply::text(&[t], 1, 1)]);
     }
-    s.script("judge", vec![Reply::text(&["Most agree with the second. [[2]]"], 1, 1)]);
+    s.script(
+        "judge",
+        vec![Reply::text(&["Most agree with the second. [[2]]"], 1, 1)],
+    );
     let e = engine(&s, "");
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }, { model = \"fake/b\" }, { model = \"fake/c\" }]\n[[step]]\nop = \"vote\"\nmodel = \"fake/judge\"\n";
     let (rec, _) = run(&e, preset(text), ask("Q")).await;
@@ -524,30 +706,56 @@ async fn refine_improves_each_response() {
     let s = Server::start().await;
     s.script("a", vec![Reply::text(&["draft A"], 1, 1)]);
     s.script("b", vec![Reply::text(&["draft B"], 1, 1)]);
-    s.script("editor", vec![Reply::text(&["better A"], 1, 1), Reply::text(&["better B"], 1, 1)]);
+    s.script(
+        "editor",
+        vec![
+            Reply::text(&["better A"], 1, 1),
+            Reply::text(&["better B"], 1, 1),
+        ],
+    );
     let e = engine(&s, "");
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }, { model = \"fake/b\" }]\n[[step]]\nop = \"refine\"\nagents = [{ model = \"fake/editor\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n";
     let (rec, _) = run(&e, preset(text), ask("Q")).await;
     let reqs = s.requests_for("editor");
     assert_eq!(reqs.len(), 2);
-    let prompts: Vec<String> = reqs.iter().map(|r| r.body["messages"][0]["content"].as_str().unwrap().to_string()).collect();
-    assert!(prompts.iter().any(|p| p.contains("draft A")) && prompts.iter().any(|p| p.contains("draft B")));
+    let prompts: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        prompts.iter().any(|p| p.contains("draft A"))
+            && prompts.iter().any(|p| p.contains("draft B"))
+    );
     assert_eq!(rec.steps[1].calls.len(), 2);
-    let agg = s.requests_for("agg")[0].body["messages"][0]["content"].as_str().unwrap().to_string();
+    let agg = s.requests_for("agg")[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(agg.contains("better A") && agg.contains("better B") && !agg.contains("draft"));
 }
 
 #[tokio::test]
 async fn self_moa_seq_keeps_the_running_answer_in_every_window() {
     let s = Server::start().await;
-    s.script("m", vec![
-        Reply::text(&["s1"], 1, 1),
-        Reply::text(&["s2"], 1, 1),
-        Reply::text(&["s3"], 1, 1),
-        Reply::text(&["s4"], 1, 1),
-        Reply::text(&["s5"], 1, 1),
-    ]);
-    s.script("agg", vec![Reply::text(&["best1"], 1, 1), Reply::text(&["best2"], 1, 1)]);
+    s.script(
+        "m",
+        vec![
+            Reply::text(&["s1"], 1, 1),
+            Reply::text(&["s2"], 1, 1),
+            Reply::text(&["s3"], 1, 1),
+            Reply::text(&["s4"], 1, 1),
+            Reply::text(&["s5"], 1, 1),
+        ],
+    );
+    s.script(
+        "agg",
+        vec![Reply::text(&["best1"], 1, 1), Reply::text(&["best2"], 1, 1)],
+    );
     let e = engine(&s, "");
     // Samples come from the propose step (one model, five samples); windows of 3.
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/m\", n = 5, temperature = 0.9 }]\n[[step]]\nop = \"self_moa_seq\"\nmodel = \"fake/agg\"\nwindow = 3\n";
@@ -557,7 +765,10 @@ async fn self_moa_seq_keeps_the_running_answer_in_every_window() {
     let w1 = aggs[0].body["messages"][0]["content"].as_str().unwrap();
     let w2 = aggs[1].body["messages"][0]["content"].as_str().unwrap();
     let (s1, s2, s3) = ("s1", "s2", "s3");
-    assert!(w1.ends_with(&format!("\n1. {s1}\n2. {s2}\n3. {s3}")), "{w1}");
+    assert!(
+        w1.ends_with(&format!("\n1. {s1}\n2. {s2}\n3. {s3}")),
+        "{w1}"
+    );
     assert!(w2.ends_with("\n1. best1\n2. s4\n3. s5"), "{w2}");
     let f = rec.final_answer.unwrap();
     assert_eq!(f.text, "best2");
@@ -589,13 +800,27 @@ async fn aggregator_input_is_shortened_to_fit_its_context() {
     let e = engine(&s, "[models.\"fake/agg\"]\ncontext_window = 2048\n");
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }, { model = \"fake/b\" }, { model = \"fake/c\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\nmax_tokens = 256\n";
     let (rec, events) = run(&e, preset(text), ask("Q")).await;
-    let sh = rec.steps[1].shortened.as_ref().expect("shortening recorded");
+    let sh = rec.steps[1]
+        .shortened
+        .as_ref()
+        .expect("shortening recorded");
     assert_eq!(sh.context_window, 2048);
     assert_eq!(sh.responses_shortened, 2);
-    let sent = s.requests_for("agg")[0].body["messages"][0]["content"].as_str().unwrap().to_string();
-    assert!(sent.chars().count() / 4 + 256 < 2048, "fits: {} chars", sent.chars().count());
+    let sent = s.requests_for("agg")[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sent.chars().count() / 4 + 256 < 2048,
+        "fits: {} chars",
+        sent.chars().count()
+    );
     assert!(sent.contains("short answer"), "short responses stay whole");
-    assert!(events.iter().any(|e| matches!(e, RunEvent::Notice { message, .. } if message.contains("overflow"))));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Notice { message, .. } if message.contains("overflow")))
+    );
 }
 
 #[tokio::test]
@@ -616,8 +841,14 @@ async fn runaway_answers_are_capped() {
 async fn baseline_runs_alongside() {
     let s = Server::start().await;
     s.script("base", vec![Reply::text(&["baseline answer"], 200, 1)]);
-    let e = engine(&s, "[prices.\"fake/base\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n");
-    let text = format!("{}\n[baseline]\nmodel = \"fake/base\"\ntemperature = 0.7\n", basic(&["a", "b"], "agg"));
+    let e = engine(
+        &s,
+        "[prices.\"fake/base\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n",
+    );
+    let text = format!(
+        "{}\n[baseline]\nmodel = \"fake/base\"\ntemperature = 0.7\n",
+        basic(&["a", "b"], "agg")
+    );
     let (rec, _) = run(&e, preset(&text), ask("Q")).await;
     let b = rec.baseline.as_ref().unwrap();
     assert_eq!(b.text, "baseline answer");
@@ -645,19 +876,42 @@ async fn anthropic_streams_from_recorded_events() {
         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Par\"}}\n\n",
         "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
     );
-    s.script("claude-x", vec![Reply::raw(vec![Piece::Bytes(1, recorded.as_bytes().to_vec())])]);
-    s.script("claude-o", vec![Reply::raw(vec![Piece::Bytes(1, overloaded.as_bytes().to_vec())])]);
+    s.script(
+        "claude-x",
+        vec![Reply::raw(vec![Piece::Bytes(
+            1,
+            recorded.as_bytes().to_vec(),
+        )])],
+    );
+    s.script(
+        "claude-o",
+        vec![Reply::raw(vec![Piece::Bytes(
+            1,
+            overloaded.as_bytes().to_vec(),
+        )])],
+    );
     s.script("claude-401", vec![Reply::status(401, r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#)]);
     let e = engine(
         &s,
-        &format!("[providers.anth]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"ANTH_TEST_KEY\"\n", s.base_url()),
+        &format!(
+            "[providers.anth]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"ANTH_TEST_KEY\"\n",
+            s.base_url()
+        ),
     );
     unsafe { std::env::set_var("ANTH_TEST_KEY", "anth-key-1") };
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"anth/claude-x\", temperature = 0.7 }, { model = \"anth/claude-o\" }, { model = \"anth/claude-401\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"anth/claude-x\"\n";
-    let (rec, _) = run(&e, preset(text), vec![Message::system("sys"), Message::user("Hi")]).await;
+    let (rec, _) = run(
+        &e,
+        preset(text),
+        vec![Message::system("sys"), Message::user("Hi")],
+    )
+    .await;
     let c = &rec.steps[0].calls;
     assert_eq!(c[0].text, "Hello, world");
-    assert_eq!((c[0].tokens_in, c[0].tokens_out, c[0].usage_estimated), (25, 15, false));
+    assert_eq!(
+        (c[0].tokens_in, c[0].tokens_out, c[0].usage_estimated),
+        (25, 15, false)
+    );
     assert_eq!(c[0].finish_reason.as_deref(), Some("end_turn"));
     assert_eq!(c[1].status, CallStatus::Failed);
     assert_eq!(c[1].text, "Par");

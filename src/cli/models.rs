@@ -15,7 +15,12 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
     {
         return Err(CliError::usage(format!(
             "unknown provider {p:?}; known: {}",
-            s.config.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            s.config
+                .providers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     // Configured: named in config.toml or in a preset.
@@ -28,7 +33,10 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
     }
     let wanted = |prov: &str| only.as_deref().is_none_or(|o| o == prov);
     println!("configured:");
-    for m in configured.iter().filter(|m| wanted(m.split('/').next().unwrap_or(""))) {
+    for m in configured
+        .iter()
+        .filter(|m| wanted(m.split('/').next().unwrap_or("")))
+    {
         let ctx = s
             .config
             .context_window(m)
@@ -47,7 +55,8 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
         }
         // Without a provider named, ask only those the user can reach: configured or keyed.
         let asked_for = only.is_some() || s.config.user_providers.contains(name);
-        if !asked_for && !(p.key_required && p.key_available()) {
+        let keyed = p.key_required && p.key_available();
+        if !(asked_for || keyed) {
             continue;
         }
         if p.key_required && !p.key_available() {
@@ -70,7 +79,10 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
             Ok(Ok(models)) => {
                 println!("{name} ({}):", p.base_url);
                 for m in models {
-                    let ctx = m.context_window.map(|c| format!("  context {c}")).unwrap_or_default();
+                    let ctx = m
+                        .context_window
+                        .map(|c| format!("  context {c}"))
+                        .unwrap_or_default();
                     println!("  {name}/{}{ctx}", m.id);
                 }
             }

@@ -9,14 +9,26 @@ pub fn list(config: Option<&Path>) -> Result<u8, CliError> {
     let s = setup(config)?;
     let dir = s.config.folders.presets_dir();
     for e in catalogue(&dir) {
-        let path = e.path.clone().unwrap_or_else(|| format!("{}.toml", e.name).into());
+        let path = e
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("{}.toml", e.name).into());
         match preset::parse(&path, &e.text, &s.templates) {
             Ok(p) => {
                 let ops: Vec<&str> = p.steps.iter().map(Step::op).collect();
-                println!("{:<16} {:<9} {}", p.name, short_origin(&e.origin), p.description);
+                println!(
+                    "{:<16} {:<9} {}",
+                    p.name,
+                    short_origin(&e.origin),
+                    p.description
+                );
                 println!("{:<16} {:<9} steps: {}", "", "", ops.join(" → "));
             }
-            Err(err) => println!("{:<16} {:<9} BROKEN: {err}", e.name, short_origin(&e.origin)),
+            Err(err) => println!(
+                "{:<16} {:<9} BROKEN: {err}",
+                e.name,
+                short_origin(&e.origin)
+            ),
         }
     }
     Ok(0)

@@ -84,7 +84,10 @@ fn conversation(args: &RunArgs) -> Result<Vec<Message>, CliError> {
     let mut messages: Vec<Message> = match &args.conversation {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
-                CliError::usage(format!("cannot read the conversation file {}: {e}", p.display()))
+                CliError::usage(format!(
+                    "cannot read the conversation file {}: {e}",
+                    p.display()
+                ))
             })?;
             serde_json::from_str(&text).map_err(|e| {
                 CliError::usage(format!(
@@ -237,7 +240,11 @@ impl Printer {
             RunEvent::Notice { message, .. } => self.progress(format!("  ! {message}")),
             RunEvent::StepDone { step, record, .. } => {
                 if let (Some(a), Some(m)) = (record.agreement, &record.agreement_method) {
-                    self.progress(format!("  step {} {}: agreement {a:.2} ({m})", step + 1, record.op));
+                    self.progress(format!(
+                        "  step {} {}: agreement {a:.2} ({m})",
+                        step + 1,
+                        record.op
+                    ));
                 }
             }
             _ => {}
@@ -263,23 +270,32 @@ impl Printer {
             Some(f) if f.text != self.streamed => {
                 if !self.streamed.is_empty() {
                     let _ = writeln!(out);
-                    eprintln!("moa: the streamed answer was not final; the final answer ({}) follows", f.source);
+                    eprintln!(
+                        "moa: the streamed answer was not final; the final answer ({}) follows",
+                        f.source
+                    );
                 }
                 let _ = write!(out, "{}", f.text);
                 if !f.text.ends_with('\n') {
                     let _ = writeln!(out);
                 }
             }
-            Some(f) => {
-                if !f.text.ends_with('\n') {
-                    let _ = writeln!(out);
-                }
+            Some(f) if !f.text.ends_with('\n') => {
+                let _ = writeln!(out);
             }
-            None => {}
+            _ => {}
         }
         let _ = out.flush();
         let cost = if r.usage.cost_incomplete || r.usage.cost_usd > 0.0 {
-            format!(", ${:.5}{}", r.usage.cost_usd, if r.usage.cost_incomplete { "+ (some prices unknown)" } else { "" })
+            format!(
+                ", ${:.5}{}",
+                r.usage.cost_usd,
+                if r.usage.cost_incomplete {
+                    "+ (some prices unknown)"
+                } else {
+                    ""
+                }
+            )
         } else {
             String::new()
         };
@@ -309,7 +325,11 @@ fn call_line(label: &str, c: &CallRecord) -> String {
             c.model,
             c.ttft_ms.unwrap_or(0) as f64 / 1000.0,
             c.tokens_out,
-            if c.usage_estimated { " (estimated)" } else { "" }
+            if c.usage_estimated {
+                " (estimated)"
+            } else {
+                ""
+            }
         ),
         _ => format!(
             "  ✗ {label} {} {:?} after {secs:.1} s: {}{}",

@@ -1,8 +1,8 @@
 //! Drives one provider call: limits, retries (before the first token only), the four timeouts,
 //! cancellation, usage estimation and cost. Reports through events and returns the call's record.
 
-use std::sync::Arc;
 use futures::StreamExt;
+use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -97,9 +97,9 @@ pub async fn run_call(
         max_tokens: agent.max_tokens,
         seed: agent.seed,
     };
-    let cap = agent
-        .max_tokens
-        .map_or(UNBOUNDED_CAP, |m| (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096));
+    let cap = agent.max_tokens.map_or(UNBOUNDED_CAP, |m| {
+        (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096)
+    });
     let mut usage: Option<(u64, u64)> = None;
     let mut attempt: u32 = 0;
     let outcome = 'attempts: loop {

@@ -57,9 +57,17 @@ pub enum Step {
         gate: Gate,
     },
     /// One model turns the current responses into the final answer.
-    Aggregate { agent: AgentSpec, prompt: String },
-    Shuffle { seed: Option<u64> },
-    Dropout { rate: f64, seed: Option<u64> },
+    Aggregate {
+        agent: AgentSpec,
+        prompt: String,
+    },
+    Shuffle {
+        seed: Option<u64>,
+    },
+    Dropout {
+        rate: f64,
+        seed: Option<u64>,
+    },
     /// A judge model keeps the best `n` responses.
     Rank {
         agent: AgentSpec,
@@ -67,7 +75,10 @@ pub enum Step {
         prompt: String,
     },
     /// A judge model picks the consensus answer among the responses.
-    Vote { agent: AgentSpec, prompt: String },
+    Vote {
+        agent: AgentSpec,
+        prompt: String,
+    },
     /// Each response is improved by the listed agents (round-robin over responses).
     Refine {
         agents: Vec<AgentSpec>,
@@ -139,7 +150,11 @@ impl Preset {
     /// Every model the preset may call, baseline included, without repeats.
     pub fn models(&self, with_baseline: bool) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let base = self.baseline.iter().filter(|_| with_baseline).map(|b| b.model.as_str());
+        let base = self
+            .baseline
+            .iter()
+            .filter(|_| with_baseline)
+            .map(|b| b.model.as_str());
         for m in self.steps.iter().flat_map(|s| s.models()).chain(base) {
             if !out.iter().any(|o| o == m) {
                 out.push(m.to_string());
@@ -223,16 +238,28 @@ impl RawStep {
 
 /// Shipped presets, compiled in so the binary works from anywhere.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("together-moa", include_str!("../../presets/together-moa.toml")),
+    (
+        "together-moa",
+        include_str!("../../presets/together-moa.toml"),
+    ),
     ("moa-lite", include_str!("../../presets/moa-lite.toml")),
     ("self-moa", include_str!("../../presets/self-moa.toml")),
-    ("self-moa-seq", include_str!("../../presets/self-moa-seq.toml")),
+    (
+        "self-moa-seq",
+        include_str!("../../presets/self-moa-seq.toml"),
+    ),
     ("robust-moa", include_str!("../../presets/robust-moa.toml")),
-    ("rank-aggregate", include_str!("../../presets/rank-aggregate.toml")),
+    (
+        "rank-aggregate",
+        include_str!("../../presets/rank-aggregate.toml"),
+    ),
     ("vote", include_str!("../../presets/vote.toml")),
     ("refine", include_str!("../../presets/refine.toml")),
     ("groq-moa", include_str!("../../presets/groq-moa.toml")),
-    ("local-self-moa", include_str!("../../presets/local-self-moa.toml")),
+    (
+        "local-self-moa",
+        include_str!("../../presets/local-self-moa.toml"),
+    ),
 ];
 
 /// Parse and validate a preset's text. `path` is only used in messages.
@@ -325,9 +352,11 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                         i + 1
                     )));
                 }
-                Some(v) => Some(Vec::<AgentSpec>::deserialize(v.clone()).map_err(|e| {
-                    err(format!("step {}: agents: {}", i + 1, e.message().trim()))
-                })?),
+                Some(v) => {
+                    Some(Vec::<AgentSpec>::deserialize(v.clone()).map_err(|e| {
+                        err(format!("step {}: agents: {}", i + 1, e.message().trim()))
+                    })?)
+                }
             };
             let list = list.ok_or_else(|| {
                 err(format!(
@@ -342,8 +371,13 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
             Ok(expanded)
         };
         let one = || -> Result<AgentSpec, ConfigError> {
-            s.single_agent()
-                .ok_or_else(|| err(format!("step {} (op = {:?}) needs model = \"PROVIDER/MODEL\"", i + 1, s.op)))
+            s.single_agent().ok_or_else(|| {
+                err(format!(
+                    "step {} (op = {:?}) needs model = \"PROVIDER/MODEL\"",
+                    i + 1,
+                    s.op
+                ))
+            })
         };
         let gate = Gate {
             quorum: s.quorum,
@@ -499,12 +533,20 @@ pub fn catalogue(user_dir: &Path) -> Vec<PresetEntry> {
 }
 
 /// Find a preset by name (user folder first, then shipped) or by path.
-pub fn load(name_or_path: &str, user_dir: &Path, templates: &Templates) -> Result<Preset, ConfigError> {
+pub fn load(
+    name_or_path: &str,
+    user_dir: &Path,
+    templates: &Templates,
+) -> Result<Preset, ConfigError> {
     let as_path = Path::new(name_or_path);
-    let looks_like_path = name_or_path.ends_with(".toml") || name_or_path.contains(std::path::MAIN_SEPARATOR);
+    let looks_like_path =
+        name_or_path.ends_with(".toml") || name_or_path.contains(std::path::MAIN_SEPARATOR);
     if looks_like_path {
         let text = std::fs::read_to_string(as_path).map_err(|e| {
-            ConfigError::new(format!("cannot read preset file {}: {e}", as_path.display()))
+            ConfigError::new(format!(
+                "cannot read preset file {}: {e}",
+                as_path.display()
+            ))
         })?;
         return parse(as_path, &text, templates);
     }
@@ -521,7 +563,10 @@ pub fn load(name_or_path: &str, user_dir: &Path, templates: &Templates) -> Resul
         }
         None => Err(ConfigError::new(format!(
             "unknown preset {name_or_path:?}; available: {} (or give a path to a .toml file)",
-            cat.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+            cat.iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -545,15 +590,29 @@ mod tests {
 
     #[test]
     fn together_moa_matches_the_paper() {
-        let text = BUILTIN.iter().find(|(n, _)| *n == "together-moa").unwrap().1;
+        let text = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "together-moa")
+            .unwrap()
+            .1;
         let p = parse(Path::new("together-moa.toml"), text, &t()).unwrap();
         assert_eq!(p.steps.len(), 3);
-        let Step::Propose { agents, .. } = &p.steps[0] else { panic!() };
+        let Step::Propose { agents, .. } = &p.steps[0] else {
+            panic!()
+        };
         assert_eq!(agents.len(), 6);
-        assert!(agents.iter().all(|a| a.temperature == Some(0.7) && a.max_tokens == Some(512)));
-        let Step::Synthesize { agents: again, .. } = &p.steps[1] else { panic!() };
+        assert!(
+            agents
+                .iter()
+                .all(|a| a.temperature == Some(0.7) && a.max_tokens == Some(512))
+        );
+        let Step::Synthesize { agents: again, .. } = &p.steps[1] else {
+            panic!()
+        };
         assert_eq!(again, agents);
-        let Step::Aggregate { agent, .. } = &p.steps[2] else { panic!() };
+        let Step::Aggregate { agent, .. } = &p.steps[2] else {
+            panic!()
+        };
         assert_eq!(agent.model, "together/Qwen/Qwen1.5-110B-Chat");
     }
 
@@ -601,8 +660,14 @@ mod tests {
             &t(),
         )
         .unwrap();
-        let Step::Propose { agents, .. } = &p.steps[0] else { panic!() };
+        let Step::Propose { agents, .. } = &p.steps[0] else {
+            panic!()
+        };
         assert_eq!(agents.len(), 3);
-        assert!(agents.iter().all(|a| a.n.is_none() && a.temperature == Some(0.5)));
+        assert!(
+            agents
+                .iter()
+                .all(|a| a.n.is_none() && a.temperature == Some(0.5))
+        );
     }
 }

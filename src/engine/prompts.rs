@@ -18,7 +18,10 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ("rank", include_str!("../../assets/prompts/rank.md")),
     ("vote", include_str!("../../assets/prompts/vote.md")),
     ("refine", include_str!("../../assets/prompts/refine.md")),
-    ("self-moa-seq", include_str!("../../assets/prompts/self-moa-seq.md")),
+    (
+        "self-moa-seq",
+        include_str!("../../assets/prompts/self-moa-seq.md"),
+    ),
 ];
 
 /// Named templates: shipped ones, shadowed by the user's.
@@ -46,8 +49,10 @@ impl Templates {
                 if p.extension().is_some_and(|x| x == "md")
                     && let (Some(stem), Ok(text)) = (p.file_stem(), std::fs::read_to_string(&p))
                 {
-                    t.by_name
-                        .insert(stem.to_string_lossy().into_owned(), strip_final_newline(&text));
+                    t.by_name.insert(
+                        stem.to_string_lossy().into_owned(),
+                        strip_final_newline(&text),
+                    );
                 }
             }
         }
@@ -195,7 +200,10 @@ pub fn estimate_tokens(text: &str) -> u64 {
 }
 
 pub fn estimate_message_tokens(messages: &[Message]) -> u64 {
-    messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum()
+    messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content) + 4)
+        .sum()
 }
 
 /// Shorten responses so that they fit `budget_chars` together: the longest are cut to a common length
@@ -286,7 +294,10 @@ mod tests {
     fn inline_and_unknown_templates() {
         let t = Templates::builtin();
         assert!(t.resolve("nosuch").is_err());
-        assert_eq!(t.resolve("Combine {n} answers").unwrap(), "Combine {n} answers");
+        assert_eq!(
+            t.resolve("Combine {n} answers").unwrap(),
+            "Combine {n} answers"
+        );
         assert!(t.resolve("terse").unwrap().len() > 20);
     }
 }

@@ -55,7 +55,12 @@ pub struct RunHandle {
 }
 
 impl Engine {
-    pub fn start(&self, preset: Arc<Preset>, messages: Vec<Message>, opts: RunOptions) -> RunHandle {
+    pub fn start(
+        &self,
+        preset: Arc<Preset>,
+        messages: Vec<Message>,
+        opts: RunOptions,
+    ) -> RunHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let id: Arc<str> = ulid::Ulid::generate().to_string().into();
@@ -273,7 +278,10 @@ impl Runner {
                     .map(|(slot, a)| Job {
                         slot,
                         agent: a.clone(),
-                        messages: prompts::with_agent_system(&self.conversation, a.system.as_deref()),
+                        messages: prompts::with_agent_system(
+                            &self.conversation,
+                            a.system.as_deref(),
+                        ),
                         final_candidate: false,
                     })
                     .collect();
@@ -407,8 +415,10 @@ impl Runner {
                 let order = if call.status == CallStatus::Ok {
                     let o = parse_ranking(&call.text, texts.len());
                     if o.is_none() {
-                        rec.notes
-                            .push("the judge's ranking could not be read; kept the first responses".into());
+                        rec.notes.push(
+                            "the judge's ranking could not be read; kept the first responses"
+                                .into(),
+                        );
                     }
                     o
                 } else {
@@ -522,7 +532,9 @@ impl Runner {
                         &fitted,
                     );
                     let last = round + 1 == rounds;
-                    let call = self.single_call(i, slot, agent, msgs, is_final && last).await;
+                    let call = self
+                        .single_call(i, slot, agent, msgs, is_final && last)
+                        .await;
                     if call.status == CallStatus::Ok {
                         best = Response {
                             step: i,
@@ -566,8 +578,11 @@ impl Runner {
                     kept.push(dropped.remove(k));
                 }
                 if !dropped.is_empty() {
-                    rec.notes
-                        .push(format!("dropped {} of {} responses", dropped.len(), dropped.len() + kept.len()));
+                    rec.notes.push(format!(
+                        "dropped {} of {} responses",
+                        dropped.len(),
+                        dropped.len() + kept.len()
+                    ));
                 }
                 self.mark_dropped(&dropped);
                 self.responses = kept;
@@ -585,7 +600,8 @@ impl Runner {
 
     fn central_response(&self) -> usize {
         let texts: Vec<String> = self.responses.iter().map(|r| r.text.clone()).collect();
-        agreement::score(self.scorer.as_ref(), &texts).map_or(0, |a| agreement::most_central(&a.matrix))
+        agreement::score(self.scorer.as_ref(), &texts)
+            .map_or(0, |a| agreement::most_central(&a.matrix))
     }
 
     fn mark_dropped(&mut self, dropped: &[Response]) {
@@ -621,7 +637,13 @@ impl Runner {
     }
 
     /// Shorten the responses going into `agent`'s call when they would overflow its context window.
-    fn fit(&self, agent: &AgentSpec, template: &str, texts: &[String], rec: &mut StepRecord) -> Vec<String> {
+    fn fit(
+        &self,
+        agent: &AgentSpec,
+        template: &str,
+        texts: &[String],
+        rec: &mut StepRecord,
+    ) -> Vec<String> {
         let config = self.ctx.registry.config();
         let Some(window) = config.context_window(&agent.model) else {
             return texts.to_vec();
@@ -664,12 +686,26 @@ impl Runner {
         final_candidate: bool,
     ) -> CallRecord {
         let tag = self.tag(Stage::Step(step), slot, &agent.model);
-        run_call(&self.ctx, tag, agent, messages, final_candidate, self.cancel.child_token()).await
+        run_call(
+            &self.ctx,
+            tag,
+            agent,
+            messages,
+            final_candidate,
+            self.cancel.child_token(),
+        )
+        .await
     }
 
     /// Run jobs concurrently under the step's gate. Returns the successful responses in slot order;
     /// puts every call's record (late ones as placeholders, patched at the end) into `rec`.
-    async fn run_calls(&mut self, step: usize, jobs: Vec<Job>, gate: Gate, rec: &mut StepRecord) -> Vec<Response> {
+    async fn run_calls(
+        &mut self,
+        step: usize,
+        jobs: Vec<Job>,
+        gate: Gate,
+        rec: &mut StepRecord,
+    ) -> Vec<Response> {
         let n = jobs.len();
         let token = self.cancel.child_token();
         let mut set: JoinSet<(usize, CallRecord)> = JoinSet::new();
@@ -706,7 +742,9 @@ impl Runner {
                     Err(_) => {
                         let mut r = CallRecord {
                             status: CallStatus::Failed,
-                            error: Some("internal error: the call panicked (please report this)".into()),
+                            error: Some(
+                                "internal error: the call panicked (please report this)".into(),
+                            ),
                             error_kind: Some("internal".into()),
                             ..placeholder_of(&job.agent, slot)
                         };
@@ -717,7 +755,9 @@ impl Runner {
             });
         }
         let mut results: Vec<Option<CallRecord>> = vec![None; n];
-        let deadline = gate.deadline_ms.map(|d| Instant::now() + Duration::from_millis(d));
+        let deadline = gate
+            .deadline_ms
+            .map(|d| Instant::now() + Duration::from_millis(d));
         let mut deadline_passed = false;
         let mut ok = 0usize;
         let mut moved_on = None;
@@ -877,11 +917,17 @@ mod tests {
     #[test]
     fn rankings() {
         assert_eq!(
-            parse_ranking("Response 2 is best because of 3 facts.\nRanking: 2 > 3 > 1", 3),
+            parse_ranking(
+                "Response 2 is best because of 3 facts.\nRanking: 2 > 3 > 1",
+                3
+            ),
             Some(vec![1, 2, 0])
         );
         assert_eq!(parse_ranking("I'd go 3 > 1", 3), Some(vec![2, 0, 1]));
-        assert_eq!(parse_ranking("Ranking: [4] > [9] > [4]", 4), Some(vec![3, 0, 1, 2]));
+        assert_eq!(
+            parse_ranking("Ranking: [4] > [9] > [4]", 4),
+            Some(vec![3, 0, 1, 2])
+        );
         assert_eq!(parse_ranking("no idea", 3), None);
     }
 

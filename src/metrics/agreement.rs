@@ -55,7 +55,9 @@ pub fn most_central(m: &[Vec<f64>]) -> usize {
         .max_by(|&a, &b| {
             let sa: f64 = m[a].iter().sum();
             let sb: f64 = m[b].iter().sum();
-            sa.partial_cmp(&sb).unwrap_or(std::cmp::Ordering::Equal).then(b.cmp(&a))
+            sa.partial_cmp(&sb)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.cmp(&a))
         })
         .unwrap_or(0)
 }
@@ -118,7 +120,10 @@ impl AgreementScorer for TfIdf {
                 } else {
                     (&vecs[j], &vecs[i])
                 };
-                let dot: f64 = a.iter().map(|(w, x)| x * b.get(w).copied().unwrap_or(0.0)).sum();
+                let dot: f64 = a
+                    .iter()
+                    .map(|(w, x)| x * b.get(w).copied().unwrap_or(0.0))
+                    .sum();
                 m[i][j] = dot;
                 m[j][i] = dot;
             }

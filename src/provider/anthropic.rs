@@ -81,7 +81,10 @@ pub fn request_body(req: &ChatRequest) -> Value {
 impl Provider for AnthropicProvider {
     fn open(&self, req: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
-            let rb = self.client.post(self.url("messages")).json(&request_body(&req));
+            let rb = self
+                .client
+                .post(self.url("messages"))
+                .json(&request_body(&req));
             let resp = self
                 .authorize(rb)
                 .send()
@@ -90,7 +93,10 @@ impl Provider for AnthropicProvider {
             if !resp.status().is_success() {
                 return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
             }
-            Ok(chunk_stream(sse::events(resp, self.name.clone()), self.name.clone()))
+            Ok(chunk_stream(
+                sse::events(resp, self.name.clone()),
+                self.name.clone(),
+            ))
         })
     }
 

@@ -47,7 +47,10 @@ impl ProviderLimits {
             let wait_until = {
                 let mut starts = self.recent_starts.lock().await;
                 let now = Instant::now();
-                while starts.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                while starts
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                {
                     starts.pop_front();
                 }
                 if starts.len() < self.per_minute as usize {
@@ -84,7 +87,9 @@ mod tests {
         for attempt in 0..6 {
             let d = backoff(attempt, None);
             let cap = Duration::from_millis(500) * (1 << attempt);
-            assert!(d <= cap.min(Duration::from_secs(20)) && d >= cap.min(Duration::from_secs(20)) / 2);
+            assert!(
+                d <= cap.min(Duration::from_secs(20)) && d >= cap.min(Duration::from_secs(20)) / 2
+            );
         }
         assert_eq!(
             backoff(0, Some(Duration::from_secs(3))),
@@ -117,7 +122,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiter.is_finished());
         drop(a);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
+        let _permit = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .unwrap()
             .unwrap();

@@ -199,9 +199,9 @@ pub(crate) async fn http_error(
     }
     if status == 401 || status == 403 {
         match key_var {
-            Some(var) => message.push_str(&format!(
-                " (check the key in {var}, or pick another model)"
-            )),
+            Some(var) => {
+                message.push_str(&format!(" (check the key in {var}, or pick another model)"))
+            }
             None => message.push_str(" (this provider has no api_key_env configured)"),
         }
     }

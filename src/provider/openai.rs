@@ -69,7 +69,10 @@ impl Provider for OpenAiProvider {
             if !resp.status().is_success() {
                 return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
             }
-            Ok(chunk_stream(sse::events(resp, self.name.clone()), self.name.clone()))
+            Ok(chunk_stream(
+                sse::events(resp, self.name.clone()),
+                self.name.clone(),
+            ))
         })
     }
 

@@ -27,9 +27,12 @@ pub fn events(
             event: ev.event,
             data: ev.data,
         }),
-        Err(eventsource_stream::EventStreamError::Transport(e)) => Err(ProviderError::Stream(
-            format!("the connection to {provider} broke mid-answer: {}", root_cause(&e)),
-        )),
+        Err(eventsource_stream::EventStreamError::Transport(e)) => {
+            Err(ProviderError::Stream(format!(
+                "the connection to {provider} broke mid-answer: {}",
+                root_cause(&e)
+            )))
+        }
         Err(e) => Err(ProviderError::Protocol(format!(
             "{provider} sent a malformed event stream: {e}"
         ))),

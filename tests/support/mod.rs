@@ -43,7 +43,8 @@ pub fn sse_chunk(text: &str) -> String {
 }
 
 pub fn sse_finish() -> String {
-    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".into()
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+        .into()
 }
 
 pub fn sse_usage(i: u64, o: u64) -> String {
@@ -62,7 +63,10 @@ impl Reply {
             pieces.push(Piece::Bytes(wait, sse_chunk(p).into_bytes()));
         }
         pieces.push(Piece::Bytes(0, sse_finish().into_bytes()));
-        pieces.push(Piece::Bytes(0, sse_usage(10, parts.len() as u64).into_bytes()));
+        pieces.push(Piece::Bytes(
+            0,
+            sse_usage(10, parts.len() as u64).into_bytes(),
+        ));
         pieces.push(Piece::Bytes(0, b"data: [DONE]\n\n".to_vec()));
         Reply::raw(pieces)
     }
@@ -159,7 +163,10 @@ impl Server {
     }
 
     pub fn requests_for(&self, model: &str) -> Vec<Logged> {
-        self.log().into_iter().filter(|l| l.model == model).collect()
+        self.log()
+            .into_iter()
+            .filter(|l| l.model == model)
+            .collect()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -232,24 +239,30 @@ async fn chat(
         return r;
     }
     let pieces = reply.pieces.clone();
-    let stream = futures::stream::unfold((pieces.into_iter(), Some(guard)), |(mut it, guard)| async move {
-        match it.next() {
-            None => None,
-            Some(Piece::Bytes(wait, b)) => {
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let stream = futures::stream::unfold(
+        (pieces.into_iter(), Some(guard)),
+        |(mut it, guard)| async move {
+            match it.next() {
+                None => None,
+                Some(Piece::Bytes(wait, b)) => {
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from(b)), (it, guard)))
                 }
-                Some((Ok::<Bytes, std::io::Error>(Bytes::from(b)), (it, guard)))
+                Some(Piece::Disconnect(wait)) => {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "scripted disconnect",
+                        )),
+                        (it, guard),
+                    ))
+                }
             }
-            Some(Piece::Disconnect(wait)) => {
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                Some((
-                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted disconnect")),
-                    (it, guard),
-                ))
-            }
-        }
-    });
+        },
+    );
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut()
         .insert("content-type", "text/event-stream".parse().unwrap());
@@ -266,7 +279,9 @@ async fn models(State(inner): State<Arc<Mutex<Inner>>>) -> Json<Value> {
     let g = inner.lock().unwrap();
     let mut ids: Vec<&String> = g.scripts.keys().collect();
     ids.sort();
-    Json(json!({"object": "list", "data": ids.iter().map(|id| json!({"id": id, "context_window": 4096})).collect::<Vec<_>>()}))
+    Json(
+        json!({"object": "list", "data": ids.iter().map(|id| json!({"id": id, "context_window": 4096})).collect::<Vec<_>>()}),
+    )
 }
 
 #[allow(unused)]
