@@ -51,7 +51,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     let mut printer = Printer::new(args.json, args.quiet);
-    let record = rt.block_on(async {
+    let (printer, record) = rt.block_on(async {
         let opts = RunOptions {
             baseline: !args.no_baseline,
         };
@@ -67,11 +67,18 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
                 }
             }
         });
-        while let Some(ev) = h.events.recv().await {
-            printer.event(&ev);
-        }
-        h.done.await.expect("the run task does not panic")
+        // The printer runs as a task, not as the block_on future: waking a task is a queue push,
+        // waking block_on is a syscall, and there is one wake per streamed token.
+        let printing = tokio::spawn(async move {
+            while let Some(ev) = h.events.recv().await {
+                printer.event(&ev);
+            }
+            printer
+        });
+        let record = h.done.await.expect("the run task does not panic");
+        (printing.await.expect("the printer does not panic"), record)
     });
+    let mut printer = printer;
     printer.finish(&record);
     Ok(match &record.final_answer {
         Some(f) if f.status == CallStatus::Ok => 0,
@@ -260,9 +267,10 @@ impl Printer {
 
     fn finish(&mut self, r: &RunRecord) {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer_pretty(&mut out, r);
-            let _ = writeln!(out);
+            // One write: stdout is line-buffered, and a record has hundreds of lines.
+            let mut text = serde_json::to_string_pretty(r).unwrap_or_default();
+            text.push('\n');
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
             return;
         }
         let mut out = std::io::stdout().lock();

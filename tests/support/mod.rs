@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,6 +106,8 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Logged {
     pub at: Instant,
+    /// When the server finished sending (or the client went away).
+    pub ended: Option<Instant>,
     pub path: String,
     pub model: String,
     pub body: Value,
@@ -186,10 +187,12 @@ impl Server {
     }
 }
 
-struct InFlight(Arc<Mutex<Inner>>);
+struct InFlight(Arc<Mutex<Inner>>, usize);
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.lock().unwrap().in_flight -= 1;
+        let mut g = self.0.lock().unwrap();
+        g.in_flight -= 1;
+        g.log[self.1].ended = Some(Instant::now());
     }
 }
 
@@ -200,10 +203,12 @@ async fn chat(
     Json(body): Json<Value>,
 ) -> Response {
     let model = body["model"].as_str().unwrap_or("").to_string();
-    let reply = {
+    let (reply, index) = {
         let mut g = inner.lock().unwrap();
+        let index = g.log.len();
         g.log.push(Logged {
             at: Instant::now(),
+            ended: None,
             path: uri.path().to_string(),
             model: model.clone(),
             body: body.clone(),
@@ -216,13 +221,14 @@ async fn chat(
         });
         g.in_flight += 1;
         g.max_in_flight = g.max_in_flight.max(g.in_flight);
-        match g.scripts.get_mut(&model) {
+        let reply = match g.scripts.get_mut(&model) {
             Some(q) if q.len() > 1 => q.pop_front().unwrap(),
             Some(q) if q.len() == 1 => q.front().unwrap().clone(),
             _ => Reply::text(&["Answer ", "from ", &model, "."], 5, 5),
-        }
+        };
+        (reply, index)
     };
-    let guard = InFlight(inner.clone());
+    let guard = InFlight(inner.clone(), index);
     if reply.delay_headers_ms > 0 {
         tokio::time::sleep(Duration::from_millis(reply.delay_headers_ms)).await;
     }
@@ -283,6 +289,3 @@ async fn models(State(inner): State<Arc<Mutex<Inner>>>) -> Json<Value> {
         json!({"object": "list", "data": ids.iter().map(|id| json!({"id": id, "context_window": 4096})).collect::<Vec<_>>()}),
     )
 }
-
-#[allow(unused)]
-fn _unused(_: Infallible) {}
