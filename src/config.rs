@@ -161,7 +161,8 @@ impl ProviderSettings {
             base_url: base_url.to_string(),
             api_key_env: key.map(str::to_string),
             key_required: key.is_some(),
-            max_concurrency: if kind == ProviderKind::Local { 1 } else { 16 },
+            // The local provider multiplexes calls on its own thread; 8 lets a step's samples batch.
+            max_concurrency: if kind == ProviderKind::Local { 8 } else { 16 },
             requests_per_minute: 0,
             timeouts: Timeouts::default(),
             max_retries: 3,

@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fetch;
 pub mod metrics;
 pub mod provider;

@@ -33,6 +33,8 @@ enum Command {
         #[command(subcommand)]
         command: PresetsCommand,
     },
+    /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2) with a progress bar.
+    Pull,
     /// Configured models and those the providers list at /v1/models.
     Models {
         /// Only this provider.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             PresetsCommand::Show { name } => cli::presets::show(args.config.as_deref(), &name),
         },
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
+        Some(Command::Pull) => cli::pull(args.config.as_deref()),
         None => Err(cli::CliError::usage(
             "the workbench TUI is not part of this build yet; use `moa run \"your prompt\"` (see `moa --help`)",
         )),

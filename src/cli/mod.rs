@@ -43,6 +43,22 @@ impl From<ConfigError> for CliError {
     }
 }
 
+/// `moa pull`: fetch every embedded model that is not there yet.
+pub fn pull(config_path: Option<&Path>) -> Result<u8, CliError> {
+    let config = Config::load(config_path)?;
+    let dir = &config.folders.models_dir;
+    crate::fetch::ensure(
+        dir,
+        &crate::fetch::all_assets(),
+        &mut crate::fetch::terminal_progress(),
+    )
+    .map_err(|e| CliError::failed(e.to_string()))?;
+    for a in crate::fetch::all_assets() {
+        println!("{}  {}", a.path(dir).display(), a.title);
+    }
+    Ok(0)
+}
+
 /// Configuration, templates and an engine, as every command needs them.
 pub struct Setup {
     pub config: Arc<Config>,

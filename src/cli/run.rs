@@ -10,6 +10,8 @@ use crate::config::{Config, ProviderKind};
 use crate::engine::preset::{self, Preset};
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::engine::{RunEvent, RunOptions, Stage};
+use crate::fetch;
+use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::{Message, Role};
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +47,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
     let preset = preset::load(&preset_name, &s.config.folders.presets_dir(), &s.templates)?;
     let messages = conversation(&args)?;
     preflight(&s.config, &preset, !args.no_baseline)?;
+    fetch_local_models(&s.config, &preset, !args.no_baseline)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,10 +159,12 @@ pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(),
                         missing_vars.push(var);
                     }
                 }
-                if p.kind == ProviderKind::Local {
-                    problems.push(format!(
-                        "{model}: the embedded local model is not part of this build yet; pick a preset with remote models (moa presets list)"
-                    ));
+                if p.kind == ProviderKind::Local
+                    && let Some(name) = model.split_once('/').map(|(_, m)| m)
+                    && name != EMBEDDED_MODEL
+                    && let Err(e) = LocalProvider::new(p, &config.folders.models_dir).resolve(name)
+                {
+                    problems.push(format!("{model}: {e}"));
                 }
             }
         }
@@ -179,6 +184,30 @@ pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(),
             problems.join("\n  ")
         )))
     }
+}
+
+/// The embedded model is fetched on first use, with a progress bar.
+pub fn fetch_local_models(
+    config: &Config,
+    preset: &Preset,
+    baseline: bool,
+) -> Result<(), CliError> {
+    let uses_embedded = preset.models(baseline).iter().any(|m| {
+        config.resolve(m).is_ok_and(|(p, name)| {
+            p.kind == ProviderKind::Local && p.model_path.is_none() && name == EMBEDDED_MODEL
+        })
+    });
+    let dir = &config.folders.models_dir;
+    if uses_embedded && !fetch::missing(dir, &[fetch::SMOLLM2]).is_empty() {
+        eprintln!(
+            "moa: first use of the embedded model: fetching {} into {}",
+            fetch::SMOLLM2.title,
+            dir.display()
+        );
+        fetch::ensure(dir, &[fetch::SMOLLM2], &mut fetch::terminal_progress())
+            .map_err(|e| CliError::failed(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Writes the run to the terminal as it happens.
@@ -241,6 +270,15 @@ impl Printer {
                 *delay_ms as f64 / 1000.0
             )),
             RunEvent::CallFinished { tag, record } | RunEvent::CallFailed { tag, record } => {
+                // End the streamed answer's line before progress lines follow it.
+                if self.final_calls.contains(&(tag.stage, tag.slot))
+                    && !self.json
+                    && !self.streamed.is_empty()
+                    && !self.streamed.ends_with('\n')
+                {
+                    println!();
+                    self.streamed.push('\n');
+                }
                 let line = call_line(&self.label(tag.stage, tag.slot), record);
                 self.progress(line);
             }
@@ -275,7 +313,7 @@ impl Printer {
         }
         let mut out = std::io::stdout().lock();
         match &r.final_answer {
-            Some(f) if f.text != self.streamed => {
+            Some(f) if f.text.trim_end() != self.streamed.trim_end() => {
                 if !self.streamed.is_empty() {
                     let _ = writeln!(out);
                     eprintln!(
@@ -318,9 +356,6 @@ impl Printer {
             Some(_) => eprintln!("moa: cancelled; the partial answer is above"),
             None if r.cancelled => eprintln!("moa: cancelled before any answer"),
             None => eprintln!("moa: the run produced no answer (see the errors above)"),
-        }
-        if let Some(b) = &r.baseline {
-            self.progress(call_line("baseline", b));
         }
     }
 }

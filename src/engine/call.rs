@@ -96,6 +96,8 @@ pub async fn run_call(
         top_p: agent.top_p,
         max_tokens: agent.max_tokens,
         seed: agent.seed,
+        top_k: agent.top_k,
+        repeat_penalty: agent.repeat_penalty,
     };
     let cap = agent.max_tokens.map_or(UNBOUNDED_CAP, |m| {
         (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096)

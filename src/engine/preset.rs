@@ -24,6 +24,10 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
@@ -37,6 +41,8 @@ impl AgentSpec {
             top_p: None,
             max_tokens: None,
             seed: None,
+            top_k: None,
+            repeat_penalty: None,
             system: None,
             n: None,
         }
@@ -188,6 +194,8 @@ struct RawStep {
     top_p: Option<f64>,
     max_tokens: Option<u32>,
     seed: Option<u64>,
+    top_k: Option<u32>,
+    repeat_penalty: Option<f64>,
     system: Option<String>,
     rate: Option<f64>,
     n: Option<usize>,
@@ -213,6 +221,8 @@ impl RawStep {
             top_p,
             max_tokens,
             seed,
+            top_k,
+            repeat_penalty,
             system,
             rate,
             n,
@@ -230,6 +240,8 @@ impl RawStep {
             top_p: self.top_p,
             max_tokens: self.max_tokens,
             seed: self.seed,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
             system: self.system.clone(),
             n: None,
         })
@@ -293,6 +305,8 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                 "top_p",
                 "max_tokens",
                 "seed",
+                "top_k",
+                "repeat_penalty",
                 "system",
                 "prompt",
             ],
@@ -302,6 +316,8 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                 "top_p",
                 "max_tokens",
                 "seed",
+                "top_k",
+                "repeat_penalty",
                 "system",
                 "prompt",
                 "n",
@@ -312,6 +328,8 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                 "top_p",
                 "max_tokens",
                 "seed",
+                "top_k",
+                "repeat_penalty",
                 "system",
                 "prompt",
                 "window",

@@ -75,6 +75,9 @@ pub fn request_body(req: &ChatRequest) -> Value {
     if let Some(p) = req.top_p {
         obj.insert("top_p".into(), json!(p));
     }
+    if let Some(k) = req.top_k {
+        obj.insert("top_k".into(), json!(k));
+    }
     body
 }
 

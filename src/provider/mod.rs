@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod limits;
+pub mod local;
 pub mod openai;
 pub mod registry;
 pub mod sse;
@@ -60,6 +61,9 @@ pub struct ChatRequest {
     pub top_p: Option<f64>,
     pub max_tokens: Option<u32>,
     pub seed: Option<u64>,
+    /// Sent only when set (OpenAI itself does not take these; vLLM, Together, llama.cpp do).
+    pub top_k: Option<u32>,
+    pub repeat_penalty: Option<f64>,
 }
 
 /// What a provider stream yields.

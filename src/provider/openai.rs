@@ -50,6 +50,12 @@ pub fn request_body(req: &ChatRequest) -> Value {
     if let Some(s) = req.seed {
         obj.insert("seed".into(), json!(s));
     }
+    if let Some(k) = req.top_k {
+        obj.insert("top_k".into(), json!(k));
+    }
+    if let Some(r) = req.repeat_penalty {
+        obj.insert("repetition_penalty".into(), json!(r));
+    }
     body
 }
 
@@ -257,6 +263,7 @@ mod tests {
             top_p: Some(0.9),
             max_tokens: Some(512),
             seed: Some(42),
+            ..Default::default()
         };
         let body = request_body(&req).to_string();
         assert!(body.contains(r#""temperature":0.7"#), "{body}");

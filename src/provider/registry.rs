@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::anthropic::AnthropicProvider;
 use super::limits::ProviderLimits;
+use super::local::LocalProvider;
 use super::openai::OpenAiProvider;
 use super::{Provider, ProviderError};
 use crate::config::{Config, ProviderKind, ProviderSettings};
@@ -17,14 +18,9 @@ pub struct ProviderHandle {
     pub limits: Arc<ProviderLimits>,
 }
 
-/// Makes providers of kind `local`; the in-process model plugs in here.
-pub type LocalFactory =
-    Arc<dyn Fn(&ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> + Send + Sync>;
-
 pub struct Registry {
     config: Arc<Config>,
     handles: Mutex<HashMap<String, ProviderHandle>>,
-    local: Option<LocalFactory>,
 }
 
 impl Registry {
@@ -32,13 +28,7 @@ impl Registry {
         Registry {
             config,
             handles: Mutex::new(HashMap::new()),
-            local: None,
         }
-    }
-
-    pub fn with_local(mut self, factory: LocalFactory) -> Self {
-        self.local = Some(factory);
-        self
     }
 
     pub fn config(&self) -> &Config {
@@ -86,15 +76,7 @@ impl Registry {
                 key_var: s.api_key_env.clone(),
                 client: client()?,
             }),
-            ProviderKind::Local => match &self.local {
-                Some(f) => f(s)?,
-                None => {
-                    return Err(ProviderError::Config(format!(
-                        "provider {:?} is of kind \"local\", which this build cannot run yet; pick a remote model or preset (`moa presets list`)",
-                        s.name
-                    )));
-                }
-            },
+            ProviderKind::Local => Arc::new(LocalProvider::new(s, &self.config.folders.models_dir)),
         })
     }
 }
