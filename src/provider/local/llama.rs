@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, RmsNorm};
 
 /// What a decode step needs to know about the model.
@@ -27,14 +27,99 @@ pub struct ModelInfo {
     pub compute_type: String,
 }
 
+/// A quantized weight matrix `(out, in)`. Its input dimension may be zero-padded up to a multiple
+/// of 256: candle's repacked VNNI kernels (several times faster than its generic Q8_0 dot product)
+/// only take such widths, and SmolLM2's 576 is not one. The activations get the same zero padding.
+struct Linear {
+    weight: std::sync::Arc<QTensor>,
+    matmul: QMatMul,
+    /// Input width the weights expect (>= the model's own).
+    k: usize,
+}
+
+impl Linear {
+    fn new(t: QTensor, pad: bool) -> Res<Linear> {
+        let device = Device::Cpu;
+        let (n, k) = t.shape().dims2()?;
+        let t = if needs_requant(t.dtype()) || (pad && !k.is_multiple_of(256)) {
+            let mut f = t.dequantize(&device)?;
+            if pad && !k.is_multiple_of(256) {
+                let k_pad = k.div_ceil(256) * 256;
+                f = Tensor::cat(
+                    &[&f, &Tensor::zeros((n, k_pad - k), DType::F32, &device)?],
+                    1,
+                )?;
+            }
+            QTensor::quantize(&f, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        let k = t.shape().dims2()?.1;
+        let weight = std::sync::Arc::new(t);
+        Ok(Linear {
+            matmul: QMatMul::from_arc(weight.clone())?,
+            weight,
+            k,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        self.matmul.forward(&pad_to(x, self.k)?)
+    }
+}
+
+/// Zero-pad the last dimension of `x` to `k`.
+fn pad_to(x: &Tensor, k: usize) -> Res<Tensor> {
+    let have = x.dim(D::Minus1)?;
+    if have == k {
+        return Ok(x.clone());
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("non-scalar") = k - have;
+    Tensor::cat(
+        &[x, &Tensor::zeros(dims, x.dtype(), x.device())?],
+        D::Minus1,
+    )
+}
+
+/// Several matrices over the same input (q/k/v, gate/up): one fused call when candle has a kernel
+/// for it (one activation quantization, one parallel region), else one matmul each.
+fn fused(ws: &[&Linear], x: &Tensor) -> Res<Vec<Tensor>> {
+    let k = ws[0].k;
+    if ws.iter().all(|w| w.k == k) {
+        let xp = pad_to(x, k)?.contiguous()?;
+        let ts: Vec<&QTensor> = ws.iter().map(|w| w.weight.as_ref()).collect();
+        if let Some(out) = QTensor::gemv_fused_shared_lhs(&ts, &xp)? {
+            return Ok(out);
+        }
+        return ws.iter().map(|w| w.matmul.forward(&xp)).collect();
+    }
+    ws.iter().map(|w| w.forward(x)).collect()
+}
+
+/// Whether padding pays: candle's repacked Q8_0 kernels need AVX-512 VNNI or AVX-VNNI.
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni"))
+            || is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
 }
@@ -43,7 +128,7 @@ pub struct Llama {
     embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
     pub info: ModelInfo,
@@ -193,17 +278,17 @@ impl Llama {
 
         let mut stored = None;
         let mut compute = None;
-        let mut qmat = |name: &str, file: &mut std::fs::File| -> Result<QMatMul, String> {
+        let pad = vnni() && std::env::var("MOA_LOCAL_PAD").map_or(true, |v| v != "0");
+        let mut qmat = |name: &str, file: &mut std::fs::File| -> Result<Linear, String> {
             let t = ct.tensor(file, name, &device).map_err(err)?;
             stored.get_or_insert(format!("{:?}", t.dtype()));
-            let t = if needs_requant(t.dtype()) {
-                let f = t.dequantize(&device).map_err(err)?;
-                QTensor::quantize(&f, GgmlDType::Q8_0).map_err(err)?
-            } else {
-                t
-            };
-            compute.get_or_insert(format!("{:?}", t.dtype()));
-            QMatMul::from_qtensor(t).map_err(err)
+            let l = Linear::new(t, pad).map_err(err)?;
+            compute.get_or_insert(format!(
+                "{:?}{}",
+                l.weight.dtype(),
+                if pad { ", padded for VNNI kernels" } else { "" }
+            ));
+            Ok(l)
         };
         let norm = |name: &str, file: &mut std::fs::File| -> Result<RmsNorm, String> {
             let t = ct.tensor(file, name, &device).map_err(err)?;
@@ -231,13 +316,7 @@ impl Llama {
         let output = if ct.tensor_infos.contains_key("output.weight") {
             qmat("output.weight", file)?
         } else {
-            let t = if needs_requant(embed_q.dtype()) {
-                let f = embed_q.dequantize(&device).map_err(err)?;
-                QTensor::quantize(&f, GgmlDType::Q8_0).map_err(err)?
-            } else {
-                embed_q
-            };
-            QMatMul::from_qtensor(t).map_err(err)?
+            Linear::new(embed_q, pad).map_err(err)?
         };
         let norm = norm("output_norm.weight", file)?;
         let (cos, sin) = rope_tables(head_dim, freq_base, context, &device).map_err(err)?;
@@ -290,21 +369,16 @@ impl Llama {
         for (layer, slot) in self.layers.iter().zip(cache.kv.iter_mut()) {
             let residual = &x;
             let h = layer.attn_norm.forward(&x)?;
-            let q = layer
-                .wq
-                .forward(&h)?
+            let qkv = fused(&[&layer.wq, &layer.wk, &layer.wv], &h)?;
+            let q = qkv[0]
                 .reshape((b, t, nh, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = layer
-                .wk
-                .forward(&h)?
+            let k = qkv[1]
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let v = layer
-                .wv
-                .forward(&h)?
+            let v = qkv[2]
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -327,8 +401,8 @@ impl Llama {
             let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             let x1 = (layer.wo.forward(&y)? + residual)?;
             let h = layer.ffn_norm.forward(&x1)?;
-            let gated =
-                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let gu = fused(&[&layer.gate, &layer.up], &h)?;
+            let gated = (candle_nn::ops::silu(&gu[0])? * &gu[1])?;
             x = (layer.down.forward(&gated)? + x1)?;
         }
         cache.len += t;

@@ -1,0 +1,136 @@
+//! The embedded model's speed: load time, prefill tokens/s, single-stream decode tokens/s, Self-MoA
+//! (N samples of one prompt) decoded as one batch vs one after another, and peak RSS.
+//!
+//! `cargo bench --bench local` (needs `moa pull`; `-- --tokens N --samples N` to change the workload).
+
+use std::time::Instant;
+
+use moa_workbench::config::Folders;
+use moa_workbench::fetch;
+use moa_workbench::provider::Message;
+use moa_workbench::provider::local::Loaded;
+use moa_workbench::provider::local::llama::Cache;
+
+fn arg(name: &str, default: usize) -> usize {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i as u32)
+        .unwrap()
+}
+
+fn main() {
+    let tokens = arg("--tokens", 128);
+    let samples = arg("--samples", 3);
+    let path = fetch::SMOLLM2.path(&Folders::from_env().models_dir);
+    assert!(
+        path.exists(),
+        "{} is missing: run `moa pull`",
+        path.display()
+    );
+    let t = Instant::now();
+    let loaded = Loaded::load(&path).unwrap();
+    let load = t.elapsed();
+    let m = &loaded.model;
+    println!(
+        "model: {} ({} stored, {} at compute), {} layers, load {:.2} s",
+        path.display(),
+        m.info.stored_type,
+        m.info.compute_type,
+        m.info.n_layer,
+        load.as_secs_f64()
+    );
+    let prompt = loaded
+        .prompt_ids(&[Message::user(
+            "Explain in a few paragraphs how B-trees and LSM-trees differ, and when a database should prefer one over the other.",
+        )])
+        .unwrap();
+
+    // Prefill.
+    let mut cache = m.new_cache();
+    let t = Instant::now();
+    let logits = m
+        .forward(std::slice::from_ref(&prompt), &mut cache)
+        .unwrap();
+    let prefill = t.elapsed();
+    println!(
+        "prefill: {} tokens in {:.1} ms = {:.0} tok/s",
+        prompt.len(),
+        prefill.as_secs_f64() * 1e3,
+        prompt.len() as f64 / prefill.as_secs_f64()
+    );
+
+    // Single-stream greedy decode.
+    let base = cache.clone();
+    let first = argmax(&logits.get(0).unwrap().to_vec1::<f32>().unwrap());
+    let t = Instant::now();
+    let mut next = first;
+    let mut c = base.clone();
+    for _ in 0..tokens {
+        let l = m.forward(&[vec![next]], &mut c).unwrap();
+        next = argmax(&l.get(0).unwrap().to_vec1::<f32>().unwrap());
+    }
+    let single = tokens as f64 / t.elapsed().as_secs_f64();
+    println!("decode, one stream: {tokens} tokens, {single:.1} tok/s");
+
+    // Self-MoA: `samples` continuations of one prompt, after one shared prefill.
+    let t = Instant::now();
+    for _ in 0..samples {
+        let mut c = base.clone();
+        let mut next = first;
+        for _ in 0..tokens {
+            let l = m.forward(&[vec![next]], &mut c).unwrap();
+            next = argmax(&l.get(0).unwrap().to_vec1::<f32>().unwrap());
+        }
+    }
+    let sequential = t.elapsed();
+    let t = Instant::now();
+    let mut c: Cache = base.repeat(samples).unwrap();
+    let mut next = vec![vec![first]; samples];
+    for _ in 0..tokens {
+        let l = m.forward(&next, &mut c).unwrap();
+        next = (0..samples)
+            .map(|r| vec![argmax(&l.get(r).unwrap().to_vec1::<f32>().unwrap())])
+            .collect();
+    }
+    let batched = t.elapsed();
+    let total = (samples * tokens) as f64;
+    println!(
+        "Self-MoA decode, {samples} samples x {tokens} tokens: one after another {:.1} tok/s, batched {:.1} tok/s: batched is {:.2}x",
+        total / sequential.as_secs_f64(),
+        total / batched.as_secs_f64(),
+        sequential.as_secs_f64() / batched.as_secs_f64()
+    );
+    let unshared = prefill.as_secs_f64() * samples as f64;
+    println!(
+        "shared prefill saves {:.1} ms of {:.1} ms ({} prefills avoided)",
+        unshared * 1e3 - prefill.as_secs_f64() * 1e3,
+        unshared * 1e3,
+        samples - 1
+    );
+    println!("peak RSS {:.0} MB", peak_rss_mb());
+}
