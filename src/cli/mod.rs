@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::engine::prompts::Templates;
-use crate::metrics::agreement::TfIdf;
+use crate::metrics::embed::MiniLmScorer;
 use crate::provider::registry::Registry;
 
 /// An error for the user and the exit status that goes with it.
@@ -70,12 +70,18 @@ pub fn setup(config_path: Option<&Path>) -> Result<Setup, CliError> {
     let config = Arc::new(Config::load(config_path)?);
     let templates = Templates::load(&config.folders.config_dir.join("prompts"));
     let registry = Arc::new(Registry::new(config.clone()));
+    let minilm_dir = crate::fetch::MINILM[0]
+        .path(&config.folders.models_dir)
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
     Ok(Setup {
         config,
         templates,
         engine: Engine {
             registry,
-            scorer: Arc::new(TfIdf),
+            // MiniLM when fetched (`moa pull`), else TF-IDF; the method is reported either way.
+            scorer: Arc::new(MiniLmScorer::new(minilm_dir)),
         },
     })
 }

@@ -198,13 +198,12 @@ pub fn fetch_local_models(
         })
     });
     let dir = &config.folders.models_dir;
-    if uses_embedded && !fetch::missing(dir, &[fetch::SMOLLM2]).is_empty() {
+    if uses_embedded && !fetch::missing(dir, &fetch::all_assets()).is_empty() {
         eprintln!(
-            "moa: first use of the embedded model: fetching {} into {}",
-            fetch::SMOLLM2.title,
+            "moa: first use of the embedded models: fetching them into {} (once)",
             dir.display()
         );
-        fetch::ensure(dir, &[fetch::SMOLLM2], &mut fetch::terminal_progress())
+        fetch::ensure(dir, &fetch::all_assets(), &mut fetch::terminal_progress())
             .map_err(|e| CliError::failed(e.to_string()))?;
     }
     Ok(())

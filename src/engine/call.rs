@@ -21,12 +21,25 @@ pub struct CallContext {
     pub registry: Arc<Registry>,
     pub events: UnboundedSender<RunEvent>,
     pub run_start: Instant,
+    /// Text streamed so far by each call of the running concurrent step, by slot, for live
+    /// agreement. None outside such steps.
+    pub partials: std::sync::Mutex<Option<(usize, Vec<String>)>>,
 }
 
 impl CallContext {
     fn config(&self) -> &Config {
         self.registry.config()
     }
+    fn record_partial(&self, tag: &CallTag, piece: &str) {
+        if let (super::Stage::Step(step), Ok(mut g)) = (tag.stage, self.partials.lock())
+            && let Some((s, texts)) = g.as_mut()
+            && *s == step
+            && let Some(t) = texts.get_mut(tag.slot)
+        {
+            t.push_str(piece);
+        }
+    }
+
     pub fn emit(&self, ev: RunEvent) {
         // A consumer that went away (closed TUI) must not stop the run.
         let _ = self.events.send(ev);
@@ -177,6 +190,7 @@ pub async fn run_call(
                     let piece = truncate_at_char(&t, room);
                     rec.text.push_str(piece);
                     if !piece.is_empty() {
+                        ctx.record_partial(&tag, piece);
                         ctx.emit(RunEvent::Delta {
                             tag: tag.clone(),
                             text: piece.to_string(),

@@ -59,6 +59,17 @@ pub enum RunEvent {
         tag: CallTag,
         record: CallRecord,
     },
+    /// How far the step's responses agree: live while they stream (`live`), final at step end.
+    Agreement {
+        run: Arc<str>,
+        step: usize,
+        value: f64,
+        method: String,
+        /// Slots the matrix rows stand for.
+        slots: Vec<usize>,
+        matrix: Vec<Vec<f64>>,
+        live: bool,
+    },
     Notice {
         run: Arc<str>,
         stage: Stage,

@@ -69,6 +69,7 @@ impl Engine {
                 registry: self.registry.clone(),
                 events: tx,
                 run_start: Instant::now(),
+                partials: std::sync::Mutex::new(None),
             }),
             scorer: self.scorer.clone(),
             run: id.clone(),
@@ -293,7 +294,7 @@ impl Runner {
                     );
                 }
                 self.responses = ok;
-                self.score(rec);
+                self.score(i, rec).await;
             }
             Step::Synthesize {
                 agents,
@@ -326,7 +327,7 @@ impl Runner {
                 } else {
                     self.responses = ok;
                 }
-                self.score(rec);
+                self.score(i, rec).await;
             }
             Step::Refine {
                 agents,
@@ -366,7 +367,7 @@ impl Runner {
                     ));
                 }
                 self.responses = next;
-                self.score(rec);
+                self.score(i, rec).await;
             }
             Step::Aggregate { agent, prompt } => {
                 let fitted = self.fit(agent, prompt, &texts, rec);
@@ -513,7 +514,7 @@ impl Runner {
                         return;
                     }
                     self.responses = ok;
-                    self.score(rec);
+                    self.score(i, rec).await;
                     slot = *k;
                 }
                 let mut best = self.responses[0].clone();
@@ -617,14 +618,26 @@ impl Runner {
         }
     }
 
-    fn score(&self, rec: &mut StepRecord) {
-        let texts: Vec<String> = self
-            .responses
-            .iter()
-            .filter(|r| rec.calls.iter().any(|c| c.slot == r.slot) && r.step == self.steps.len())
-            .map(|r| r.text.clone())
-            .collect();
-        if let Some(a) = agreement::score(self.scorer.as_ref(), &texts) {
+    /// The step's final agreement, computed off the async runtime (embeddings take ~100 ms).
+    async fn score(&self, step: usize, rec: &mut StepRecord) {
+        let own: Vec<&Response> = self.responses.iter().filter(|r| r.step == step).collect();
+        let texts: Vec<String> = own.iter().map(|r| r.text.clone()).collect();
+        let slots: Vec<usize> = own.iter().map(|r| r.slot).collect();
+        let scorer = self.scorer.clone();
+        let scored = tokio::task::spawn_blocking(move || agreement::score(scorer.as_ref(), &texts))
+            .await
+            .ok()
+            .flatten();
+        if let Some(a) = scored {
+            self.ctx.emit(RunEvent::Agreement {
+                run: self.run.clone(),
+                step,
+                value: a.mean,
+                method: a.method.clone(),
+                slots,
+                matrix: a.matrix.clone(),
+                live: false,
+            });
             rec.agreement = Some((a.mean * 1e4).round() / 1e4);
             rec.agreement_method = Some(a.method);
             rec.agreement_matrix = Some(
@@ -755,6 +768,14 @@ impl Runner {
             });
         }
         let mut results: Vec<Option<CallRecord>> = vec![None; n];
+        if n >= 2 {
+            *self.ctx.partials.lock().expect("partials lock") =
+                Some((step, vec![String::new(); n]));
+        }
+        let mut live = tokio::time::interval(LIVE_AGREEMENT_EVERY);
+        live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let scoring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut last_scored_len = 0usize;
         let deadline = gate
             .deadline_ms
             .map(|d| Instant::now() + Duration::from_millis(d));
@@ -788,8 +809,12 @@ impl Runner {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !deadline_passed => {
                     deadline_passed = true;
                 }
+                _ = live.tick(), if n >= 2 => {
+                    self.live_agreement(step, &scoring, &mut last_scored_len);
+                }
             }
         }
+        *self.ctx.partials.lock().expect("partials lock") = None;
         if let Some(why) = moved_on {
             let waiting = set.len();
             rec.notes.push(format!(
@@ -812,6 +837,53 @@ impl Runner {
         ok_responses
     }
 
+    /// Agreement of the partial answers, in the background; skipped while one is still being
+    /// computed or when nothing new has streamed since the last one.
+    fn live_agreement(
+        &self,
+        step: usize,
+        busy: &Arc<std::sync::atomic::AtomicBool>,
+        last_len: &mut usize,
+    ) {
+        use std::sync::atomic::Ordering;
+        let (slots, texts): (Vec<usize>, Vec<String>) = {
+            let g = self.ctx.partials.lock().expect("partials lock");
+            let Some((_, texts)) = g.as_ref() else { return };
+            let total: usize = texts.iter().map(String::len).sum();
+            if total == *last_len {
+                return;
+            }
+            *last_len = total;
+            texts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.trim().is_empty())
+                .map(|(i, t)| (i, t.clone()))
+                .unzip()
+        };
+        if texts.len() < 2 || busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let scorer = self.scorer.clone();
+        let ctx = self.ctx.clone();
+        let run = self.run.clone();
+        let busy = busy.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(a) = agreement::score(scorer.as_ref(), &texts) {
+                ctx.emit(RunEvent::Agreement {
+                    run,
+                    step,
+                    value: a.mean,
+                    method: a.method,
+                    slots,
+                    matrix: a.matrix,
+                    live: true,
+                });
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
     /// Cancel calls still running after their step moved on, and record how each ended.
     async fn collect_late(&mut self) {
         for mut group in std::mem::take(&mut self.late) {
@@ -832,6 +904,9 @@ impl Runner {
         }
     }
 }
+
+/// Live agreement is recomputed at most this often while answers stream.
+const LIVE_AGREEMENT_EVERY: Duration = Duration::from_millis(500);
 
 fn placeholder_of(agent: &AgentSpec, slot: usize) -> CallRecord {
     CallRecord {

@@ -1,3 +1,4 @@
 //! Measures over a run: how far responses agree. (Latency and cost are in the run record.)
 
 pub mod agreement;
+pub mod embed;

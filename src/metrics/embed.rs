@@ -1,0 +1,143 @@
+//! Sentence embeddings for agreement: all-MiniLM-L6-v2 in-process (candle BERT), as the MoA
+//! monitoring literature uses for proposer agreement; mean pooling over the tokens, L2-normalised,
+//! cosine = dot product. Loaded lazily on first use (~0.2 s) and kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use super::agreement::{AgreementScorer, TfIdf};
+
+/// sentence-transformers' max_seq_length for this model.
+const MAX_TOKENS: usize = 256;
+
+pub struct MiniLm {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl MiniLm {
+    /// Load from a folder with `model.safetensors`, `tokenizer.json` and `config.json`.
+    pub fn load(dir: &Path) -> Result<MiniLm, String> {
+        let device = Device::Cpu;
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| {
+                format!(
+                    "cannot read {}: {e} (run `moa pull`)",
+                    dir.join(name).display()
+                )
+            })
+        };
+        let config: Config = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
+        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+            .map_err(|e| format!("{}: {e}", dir.join("tokenizer.json").display()))?;
+        // The shipped tokenizer pads everything to 128: pad per batch instead, truncate at 256.
+        tokenizer.with_padding(Some(PaddingParams::default()));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| e.to_string())?;
+        let vb =
+            VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &device)
+                .map_err(|e| e.to_string())?;
+        let model = BertModel::load(vb, &config).map_err(|e| e.to_string())?;
+        Ok(MiniLm {
+            model,
+            tokenizer,
+            device,
+        })
+    }
+
+    /// One unit vector per text.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| e.to_string())?;
+        let rows = |f: &dyn Fn(&tokenizers::Encoding) -> Vec<u32>| -> Result<Tensor, String> {
+            let v: Vec<Tensor> = enc
+                .iter()
+                .map(|e| Tensor::new(f(e).as_slice(), &self.device))
+                .collect::<candle_core::Result<_>>()
+                .map_err(|e| e.to_string())?;
+            Tensor::stack(&v, 0).map_err(|e| e.to_string())
+        };
+        let ids = rows(&|e| e.get_ids().to_vec())?;
+        let types = rows(&|e| e.get_type_ids().to_vec())?;
+        let mask = rows(&|e| e.get_attention_mask().to_vec())?;
+        let out = (|| -> candle_core::Result<Vec<Vec<f32>>> {
+            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+            let counts = m.sum(1)?;
+            let mean = summed.broadcast_div(&counts)?;
+            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
+            mean.broadcast_div(&norm)?.to_vec2::<f32>()
+        })();
+        out.map_err(|e| e.to_string())
+    }
+}
+
+/// Agreement by MiniLM cosine, loading the model on first use; falls back to TF-IDF (and says so
+/// in the method) when the model files are not there.
+pub struct MiniLmScorer {
+    dir: PathBuf,
+    model: OnceLock<Result<MiniLm, String>>,
+}
+
+impl MiniLmScorer {
+    pub fn new(dir: PathBuf) -> Self {
+        MiniLmScorer {
+            dir,
+            model: OnceLock::new(),
+        }
+    }
+
+    pub fn available(&self) -> bool {
+        self.dir.join("model.safetensors").exists()
+    }
+
+    fn model(&self) -> Result<&MiniLm, &String> {
+        self.model.get_or_init(|| MiniLm::load(&self.dir)).as_ref()
+    }
+}
+
+impl AgreementScorer for MiniLmScorer {
+    fn method(&self) -> &str {
+        if self.available() { "minilm" } else { "tfidf" }
+    }
+
+    fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>> {
+        let embedded = self
+            .model()
+            .map_err(|e| e.clone())
+            .and_then(|m| m.embed(texts));
+        match embedded {
+            Ok(vs) => cosine_matrix(&vs),
+            Err(_) => TfIdf.matrix(texts),
+        }
+    }
+}
+
+pub fn cosine_matrix(vs: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    vs.iter()
+        .map(|a| {
+            vs.iter()
+                .map(|b| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (*x as f64) * (*y as f64))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,81 @@
+//! MiniLM embeddings against the shared reference vectors (an independent numpy implementation).
+//! Needs `moa pull` (CI fetches it); skipped with a message outside CI when missing.
+
+use std::path::PathBuf;
+
+use moa_workbench::config::Folders;
+use moa_workbench::fetch;
+use moa_workbench::metrics::agreement::{self, AgreementScorer};
+use moa_workbench::metrics::embed::{MiniLm, MiniLmScorer};
+
+fn model_dir() -> Option<PathBuf> {
+    let models = Folders::from_env().models_dir;
+    let p = fetch::MINILM[0].path(&models);
+    if p.exists() {
+        return p.parent().map(|d| d.to_path_buf());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{} is missing: CI must run `moa pull` first", p.display());
+    }
+    eprintln!("skipping: {} is missing (run `moa pull`)", p.display());
+    None
+}
+
+#[test]
+fn minilm_matches_the_reference_cosines() {
+    let Some(dir) = model_dir() else { return };
+    let m = MiniLm::load(&dir).unwrap();
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/minilm-cosine-vectors.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let tol = v["tolerance"].as_f64().unwrap();
+    for pair in v["pairs"].as_array().unwrap() {
+        let a = pair["a"].as_str().unwrap().to_string();
+        let b = pair["b"].as_str().unwrap().to_string();
+        let e = m.embed(&[a.clone(), b.clone()]).unwrap();
+        let cos: f64 = e[0]
+            .iter()
+            .zip(&e[1])
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .sum();
+        let want = pair["cosine"].as_f64().unwrap();
+        assert!((cos - want).abs() <= tol, "{a:?} / {b:?}: {cos} vs {want}");
+    }
+    let first = &v["first_dims"];
+    let e = m
+        .embed(&[first["text"].as_str().unwrap().to_string()])
+        .unwrap();
+    for (i, want) in first["values"].as_array().unwrap().iter().enumerate() {
+        assert!(
+            (e[0][i] as f64 - want.as_f64().unwrap()).abs() <= tol,
+            "dim {i}"
+        );
+    }
+}
+
+#[test]
+fn scorer_reports_its_method_and_a_real_matrix() {
+    let Some(dir) = model_dir() else { return };
+    let s = MiniLmScorer::new(dir);
+    assert_eq!(s.method(), "minilm");
+    let texts = vec![
+        "Paris is the capital of France.".to_string(),
+        "The capital city of France is Paris.".to_string(),
+        "Quarterly revenue grew by eight percent.".to_string(),
+    ];
+    let a = agreement::score(&s, &texts).unwrap();
+    assert_eq!(a.method, "minilm");
+    assert!(
+        a.matrix[0][1] > 0.8 && a.matrix[0][2] < 0.2,
+        "{:?}",
+        a.matrix
+    );
+    assert_ne!(
+        agreement::most_central(&a.matrix),
+        2,
+        "the outlier is not the most central"
+    );
+}
