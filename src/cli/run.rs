@@ -325,7 +325,7 @@ impl Printer {
                     let _ = writeln!(out);
                 }
             }
-            Some(f) if !f.text.ends_with('\n') => {
+            Some(_) if !self.streamed.is_empty() && !self.streamed.ends_with('\n') => {
                 let _ = writeln!(out);
             }
             _ => {}
