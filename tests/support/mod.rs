@@ -2,6 +2,8 @@
 //! with set timings, injects faults, and logs every request it receives.
 #![allow(dead_code)]
 
+pub mod tiny_gguf;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,201 @@
+//! The local provider on a tiny GGUF the test writes itself: sampling, seeds, limits, cancellation,
+//! shared prefill, and a whole MoA run through the engine. No download needed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use moa_workbench::config::{Config, Folders};
+use moa_workbench::engine::preset;
+use moa_workbench::engine::prompts::Templates;
+use moa_workbench::engine::record::CallStatus;
+use moa_workbench::engine::{Engine, RunOptions};
+use moa_workbench::metrics::agreement::TfIdf;
+use moa_workbench::provider::local::{self, LocalProvider};
+use moa_workbench::provider::registry::Registry;
+use moa_workbench::provider::{ChatRequest, Chunk, Message, Provider};
+
+fn tiny() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("moa-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tiny.gguf");
+        support::tiny_gguf::write(&p);
+        p
+    })
+}
+
+fn provider() -> LocalProvider {
+    LocalProvider {
+        name: "tiny".into(),
+        model_path: Some(tiny().clone()),
+        models_dir: std::env::temp_dir(),
+    }
+}
+
+fn req(seed: Option<u64>, temperature: f64, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        model: "tiny".into(),
+        messages: vec![Message::user("Say something.")],
+        temperature: Some(temperature),
+        max_tokens: Some(max_tokens),
+        seed,
+        ..Default::default()
+    }
+}
+
+async fn collect(
+    p: &LocalProvider,
+    r: ChatRequest,
+) -> (String, Option<(u64, u64)>, Option<String>) {
+    let mut s = p.open(r).await.unwrap();
+    let (mut text, mut usage, mut finish) = (String::new(), None, None);
+    while let Some(c) = s.next().await {
+        match c.unwrap() {
+            Chunk::Text(t) => text.push_str(&t),
+            Chunk::Usage {
+                tokens_in,
+                tokens_out,
+            } => usage = Some((tokens_in, tokens_out)),
+            Chunk::Finish(f) => finish = Some(f),
+        }
+    }
+    (text, usage, finish)
+}
+
+#[tokio::test]
+async fn same_seed_same_text_and_limits_hold() {
+    let p = provider();
+    let a = collect(&p, req(Some(7), 1.0, 40)).await;
+    let b = collect(&p, req(Some(7), 1.0, 40)).await;
+    assert_eq!(a.0, b.0, "same seed and settings give the same text");
+    let mut distinct = std::collections::HashSet::new();
+    for seed in 8..14 {
+        distinct.insert(collect(&p, req(Some(seed), 1.0, 40)).await.0);
+    }
+    assert!(distinct.len() >= 2, "other seeds give other text");
+    let (tokens_in, tokens_out) = a.1.unwrap();
+    assert!(tokens_in > 5 && tokens_out <= 40);
+    let f = a.2.unwrap();
+    assert!(f == "length" || f == "stop", "{f}");
+    if f == "length" {
+        assert_eq!(tokens_out, 40);
+    }
+    // Greedy is deterministic without a seed.
+    assert_eq!(
+        collect(&p, req(None, 0.0, 20)).await.0,
+        collect(&p, req(None, 0.0, 20)).await.0
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_stops_generating() {
+    let p = provider();
+    // A random model may stop early by chance: take the first seed whose answer gets going.
+    let mut started = None;
+    for seed in 1..50 {
+        let mut s = p.open(req(Some(seed), 1.0, 1_500)).await.unwrap();
+        let mut got = 0;
+        while got < 3 {
+            match s.next().await {
+                Some(Ok(Chunk::Text(_))) => got += 1,
+                Some(Ok(Chunk::Finish(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+        if got == 3 {
+            started = Some(s);
+            break;
+        }
+    }
+    drop(started.expect("some seed streams at least 3 pieces"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, t1) = local::stats();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, t2) = local::stats();
+    // Other tests in this binary may generate meanwhile; the cancelled call alone would add
+    // hundreds of tokens in 300 ms on this model.
+    assert!(
+        t2 - t1 < 200,
+        "generation went on after the stream was dropped: {}",
+        t2 - t1
+    );
+}
+
+#[tokio::test]
+async fn unknown_local_models_are_explained() {
+    let p = LocalProvider {
+        name: "local".into(),
+        model_path: None,
+        models_dir: PathBuf::from("/nonexistent-models"),
+    };
+    let e = p.resolve("nosuch").unwrap_err().to_string();
+    assert!(e.contains("nosuch") && e.contains("model_path"), "{e}");
+    let e = p.resolve(local::EMBEDDED_MODEL).unwrap_err().to_string();
+    assert!(e.contains("moa pull"), "{e}");
+}
+
+#[tokio::test]
+async fn moa_on_the_local_provider_shares_the_prefill() {
+    let config = Config::from_toml(
+        Folders {
+            config_dir: std::env::temp_dir(),
+            data_dir: std::env::temp_dir(),
+            models_dir: std::env::temp_dir(),
+        },
+        Path::new("t.toml"),
+        &format!(
+            "[providers.tiny]\nkind = \"local\"\nmodel_path = \"{}\"\n",
+            tiny().display()
+        ),
+    )
+    .unwrap();
+    let engine = Engine {
+        registry: Arc::new(Registry::new(Arc::new(config))),
+        scorer: Arc::new(TfIdf),
+    };
+    let p = preset::parse(
+        Path::new("p.toml"),
+        "[[step]]\nop = \"propose\"\nagents = [{ model = \"tiny/m\", temperature = 0.9, max_tokens = 24, n = 3 }]\n[[step]]\nop = \"aggregate\"\nmodel = \"tiny/m\"\nmax_tokens = 16\n[baseline]\nmodel = \"tiny/m\"\ntemperature = 0.0\nmax_tokens = 16\n",
+        &Templates::builtin(),
+    )
+    .unwrap();
+    let (before, _) = local::stats();
+    let rec = engine
+        .run_to_end(
+            Arc::new(p),
+            vec![Message::user("Hello")],
+            RunOptions::default(),
+            |_| {},
+        )
+        .await;
+    let (after, _) = local::stats();
+    for c in rec
+        .steps
+        .iter()
+        .flat_map(|s| &s.calls)
+        .chain(rec.baseline.as_ref())
+    {
+        // A random model may stop at once (empty answer); anything else is a real failure.
+        assert!(
+            c.status == CallStatus::Ok || c.error_kind.as_deref() == Some("empty"),
+            "{:?}: {:?}",
+            c.status,
+            c.error
+        );
+        if c.status == CallStatus::Ok {
+            assert!(!c.usage_estimated, "the local provider reports its usage");
+            assert!(c.tokens_out >= 1 && c.tokens_out <= 24);
+        }
+    }
+    assert!(rec.final_answer.is_some());
+    // 3 proposers + baseline share one prompt: at most 2 prefills for them (the baseline may
+    // arrive apart), plus the aggregator's.
+    assert!(after - before <= 3, "{} prefills", after - before);
+    assert_eq!(rec.steps[0].calls[0].cost_usd, Some(0.0));
+}

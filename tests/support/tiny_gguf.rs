@@ -1,0 +1,117 @@
+//! A tiny llama-architecture GGUF with random weights and a byte-level vocabulary, written by the
+//! tests themselves: fast tests of the local provider need no download.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// GPT-2's byte-to-unicode characters, in byte order.
+fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut pairs: Vec<(u32, u32)> = bs.into_iter().zip(cs).collect();
+    pairs.sort();
+    pairs
+        .into_iter()
+        .map(|(_, c)| char::from_u32(c).unwrap())
+        .collect()
+}
+
+pub fn write(path: &Path) {
+    let dev = Device::Cpu;
+    let (emb, heads, kv_heads, head_dim, ffn, layers) =
+        (64usize, 2usize, 1usize, 32usize, 128usize, 2usize);
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
+    tokens.extend(byte_chars().into_iter().map(String::from));
+    tokens.push("ab".into()); // the one merge below
+    let vocab = tokens.len();
+    let mut types = vec![3i32; 3];
+    types.extend(std::iter::repeat_n(1, 257));
+
+    let q8 = |shape: (usize, usize)| {
+        let t = (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * 0.3).unwrap();
+        QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
+    };
+    let ones = |n: usize| {
+        QTensor::quantize(
+            &Tensor::ones(n, candle_core::DType::F32, &dev).unwrap(),
+            GgmlDType::F32,
+        )
+        .unwrap()
+    };
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), q8((vocab, emb))),
+        ("output_norm.weight".into(), ones(emb)),
+    ];
+    for i in 0..layers {
+        let p = format!("blk.{i}");
+        tensors.push((format!("{p}.attn_q.weight"), q8((heads * head_dim, emb))));
+        tensors.push((format!("{p}.attn_k.weight"), q8((kv_heads * head_dim, emb))));
+        tensors.push((format!("{p}.attn_v.weight"), q8((kv_heads * head_dim, emb))));
+        tensors.push((
+            format!("{p}.attn_output.weight"),
+            q8((emb, heads * head_dim)),
+        ));
+        tensors.push((format!("{p}.ffn_gate.weight"), q8((ffn, emb))));
+        tensors.push((format!("{p}.ffn_up.weight"), q8((ffn, emb))));
+        tensors.push((format!("{p}.ffn_down.weight"), q8((emb, ffn))));
+        tensors.push((format!("{p}.attn_norm.weight"), ones(emb)));
+        tensors.push((format!("{p}.ffn_norm.weight"), ones(emb)));
+    }
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.block_count", Value::U32(layers as u32)),
+        ("llama.context_length", Value::U32(2048)),
+        ("llama.embedding_length", Value::U32(emb as u32)),
+        ("llama.feed_forward_length", Value::U32(ffn as u32)),
+        ("llama.attention.head_count", Value::U32(heads as u32)),
+        ("llama.attention.head_count_kv", Value::U32(kv_heads as u32)),
+        ("llama.rope.dimension_count", Value::U32(head_dim as u32)),
+        ("llama.rope.freq_base", Value::F32(10000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(vec![Value::String(format!(
+                "{} {}",
+                byte_chars()[b'a' as usize],
+                byte_chars()[b'b' as usize]
+            ))]),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.chat_template", Value::String(CHATML.into())),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
