@@ -83,3 +83,38 @@ fn chat_template_comes_from_the_file() {
         .collect();
     assert_eq!(ids, want);
 }
+
+/// The default experience, end to end: no config, no key; `moa run` on the embedded model with
+/// the local-self-moa preset answers a factual question.
+#[test]
+fn the_default_preset_answers_a_factual_question() {
+    let Some(path) = model_path() else { return };
+    let models = path.parent().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moa"))
+        .args([
+            "run",
+            "--json",
+            "--no-save",
+            "What is the capital of France? Answer in one sentence.",
+        ])
+        .env("MOA_HOME", home.path())
+        .env("MOA_MODELS_DIR", models)
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["preset"], "local-self-moa");
+    assert_eq!(rec["steps"][0]["calls"].as_array().unwrap().len(), 3);
+    assert_eq!(rec["steps"][0]["agreement_method"], "minilm");
+    let answer = rec["final"]["text"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "final answer: {answer}");
+    assert_eq!(rec["final"]["source"], "aggregate");
+    assert!(
+        rec["baseline"]["text"].as_str().unwrap().contains("Paris"),
+        "baseline at temperature 0"
+    );
+    assert_eq!(rec["baseline"]["temperature"], 0.0);
+}
