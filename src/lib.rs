@@ -6,3 +6,4 @@ pub mod engine;
 pub mod fetch;
 pub mod metrics;
 pub mod provider;
+pub mod tui;

@@ -65,9 +65,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),
-        None => Err(cli::CliError::usage(
-            "the workbench TUI is not part of this build yet; use `moa run \"your prompt\"` (see `moa --help`)",
-        )),
+        None => moa_workbench::tui::main(args.config.as_deref(), args.preset),
     };
     match result {
         Ok(code) => ExitCode::from(code),

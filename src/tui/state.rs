@@ -1,0 +1,324 @@
+//! What the workbench shows: the conversation, the panes of the current run, the editor, overlays.
+//! Pure data; `update` changes it and `view` draws it.
+
+use std::sync::Arc;
+
+use ratatui_textarea::TextArea;
+
+use crate::engine::events::Stage;
+use crate::engine::preset::{Preset, Step};
+use crate::engine::record::{CallRecord, CallStatus, RunRecord};
+use crate::provider::Message;
+
+use super::markdown::Markdown;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaneStatus {
+    Waiting,
+    Streaming,
+    Retrying,
+    Done,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Late,
+}
+
+/// One call's answer on screen.
+pub struct Pane {
+    pub model: String,
+    pub temperature: Option<f64>,
+    pub status: PaneStatus,
+    pub text: String,
+    pub error: Option<String>,
+    pub ttft_ms: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub start_ms: u64,
+    /// When the call started and sent its first token, on this process's clock (live bars).
+    pub started_at: Option<std::time::Instant>,
+    pub first_token_at: Option<std::time::Instant>,
+    pub tokens_out: u64,
+    pub retries: u32,
+    /// Lines scrolled up from the bottom; None follows the tail while streaming.
+    pub scroll_from_end: Option<usize>,
+    pub md: std::cell::RefCell<Markdown>,
+}
+
+impl Pane {
+    pub fn new(model: &str, temperature: Option<f64>, color: bool) -> Pane {
+        Pane {
+            model: model.to_string(),
+            temperature,
+            status: PaneStatus::Waiting,
+            text: String::new(),
+            error: None,
+            ttft_ms: None,
+            latency_ms: None,
+            start_ms: 0,
+            started_at: None,
+            first_token_at: None,
+            tokens_out: 0,
+            retries: 0,
+            scroll_from_end: None,
+            md: std::cell::RefCell::new(Markdown::new(color)),
+        }
+    }
+
+    pub fn finish(&mut self, r: &CallRecord) {
+        self.status = match r.status {
+            CallStatus::Ok | CallStatus::Dropped => PaneStatus::Done,
+            CallStatus::Late => PaneStatus::Late,
+            CallStatus::Failed => PaneStatus::Failed,
+            CallStatus::Timeout => PaneStatus::TimedOut,
+            CallStatus::Cancelled => PaneStatus::Cancelled,
+        };
+        // The record's text is authoritative (it holds everything, also for failed calls).
+        if r.text.len() >= self.text.len() {
+            self.text = r.text.clone();
+        }
+        self.error = r.error.clone().filter(|_| r.status != CallStatus::Ok);
+        self.ttft_ms = r.ttft_ms;
+        self.latency_ms = Some(r.latency_ms);
+        self.start_ms = r.start_ms;
+        self.tokens_out = r.tokens_out;
+        self.retries = r.retries;
+    }
+}
+
+/// Agreement of a step's answers, as last computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgreementView {
+    pub value: f64,
+    pub method: String,
+    pub slots: Vec<usize>,
+    pub matrix: Vec<Vec<f64>>,
+    pub live: bool,
+}
+
+pub struct StepView {
+    pub op: &'static str,
+    pub panes: Vec<Pane>,
+    pub agreement: Option<AgreementView>,
+}
+
+/// Which pane has the focus (for scrolling, copying, maximizing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaneId {
+    Call(usize, usize),
+    Final,
+    Baseline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Input,
+    Pane(PaneId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+}
+
+/// One run on screen.
+pub struct RunView {
+    pub id: String,
+    pub steps: Vec<StepView>,
+    /// The step whose call writes the final answer (shown in the aggregator pane), if any.
+    pub final_step: Option<usize>,
+    pub baseline: Option<Pane>,
+    pub record: Option<RunRecord>,
+    pub started: std::time::Instant,
+}
+
+pub struct App {
+    pub preset: Arc<Preset>,
+    pub presets: Vec<String>,
+    pub conversation: Vec<Message>,
+    pub input: TextArea<'static>,
+    pub history: Vec<String>,
+    pub history_pos: Option<usize>,
+    pub run: Option<RunView>,
+    pub running: bool,
+    /// The prompt of the run in progress (added to the conversation with the answer).
+    pub pending_prompt: Option<String>,
+    pub focus: Focus,
+    pub maximized: Option<PaneId>,
+    pub overlay: Overlay,
+    /// Which layer (step) of proposers is shown; None follows the latest.
+    pub layer: Option<usize>,
+    pub baseline_on: bool,
+    pub status: String,
+    pub color: bool,
+    pub quit: bool,
+    /// Set when something on screen changed since the last frame.
+    pub dirty: bool,
+    /// Where each pane was drawn in the last frame (for the mouse wheel).
+    pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
+}
+
+impl App {
+    pub fn new(preset: Arc<Preset>, presets: Vec<String>, color: bool) -> App {
+        let mut input = TextArea::default();
+        input.set_placeholder_text(
+            "Ask something. Enter sends, Alt+Enter or Ctrl+J adds a line, F1 lists every key.",
+        );
+        App {
+            preset,
+            presets,
+            conversation: Vec::new(),
+            input,
+            history: Vec::new(),
+            history_pos: None,
+            run: None,
+            running: false,
+            pending_prompt: None,
+            focus: Focus::Input,
+            maximized: None,
+            overlay: Overlay::None,
+            layer: None,
+            baseline_on: true,
+            status: String::new(),
+            color,
+            quit: false,
+            dirty: true,
+            areas: Default::default(),
+        }
+    }
+
+    /// A fresh view for a run of the current preset: one pane per call known in advance.
+    pub fn new_run_view(&self, id: String) -> RunView {
+        let steps = self
+            .preset
+            .steps
+            .iter()
+            .map(|s| StepView {
+                op: s.op(),
+                panes: match s {
+                    Step::Propose { agents, .. }
+                    | Step::Synthesize { agents, .. }
+                    | Step::Refine { agents, .. } => agents
+                        .iter()
+                        .map(|a| Pane::new(&a.model, a.temperature, self.color))
+                        .collect(),
+                    Step::Aggregate { agent, .. }
+                    | Step::Rank { agent, .. }
+                    | Step::Vote { agent, .. } => {
+                        vec![Pane::new(&agent.model, agent.temperature, self.color)]
+                    }
+                    Step::SelfMoaSeq { .. } | Step::Shuffle { .. } | Step::Dropout { .. } => {
+                        Vec::new()
+                    }
+                },
+                agreement: None,
+            })
+            .collect();
+        let final_step = self.preset.steps.iter().rposition(|s| {
+            matches!(
+                s,
+                Step::Aggregate { .. } | Step::SelfMoaSeq { .. } | Step::Vote { .. }
+            )
+        });
+        RunView {
+            id,
+            steps,
+            final_step,
+            baseline: self
+                .preset
+                .baseline
+                .as_ref()
+                .filter(|_| self.baseline_on)
+                .map(|b| Pane::new(&b.model, b.temperature, self.color)),
+            record: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The steps that show proposer-style panes (several calls side by side).
+    pub fn layer_steps(&self) -> Vec<usize> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        run.steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| Some(*i) != run.final_step && !s.panes.is_empty())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The layer shown: the chosen one, else the latest that has started.
+    pub fn shown_layer(&self) -> Option<usize> {
+        let layers = self.layer_steps();
+        if let Some(l) = self.layer.filter(|l| layers.contains(l)) {
+            return Some(l);
+        }
+        let run = self.run.as_ref()?;
+        layers
+            .iter()
+            .rev()
+            .find(|&&i| {
+                run.steps[i]
+                    .panes
+                    .iter()
+                    .any(|p| p.status != PaneStatus::Waiting)
+            })
+            .or(layers.first())
+            .copied()
+    }
+
+    pub fn pane_mut(&mut self, stage: Stage, slot: usize) -> Option<&mut Pane> {
+        let run = self.run.as_mut()?;
+        match stage {
+            Stage::Baseline => run.baseline.as_mut(),
+            Stage::Step(i) => {
+                let step = run.steps.get_mut(i)?;
+                // Steps whose calls are not known in advance (self_moa_seq) grow as calls start.
+                while step.panes.len() <= slot {
+                    step.panes.push(Pane::new("", None, self.color));
+                }
+                step.panes.get_mut(slot)
+            }
+        }
+    }
+
+    pub fn pane(&self, id: PaneId) -> Option<&Pane> {
+        let run = self.run.as_ref()?;
+        match id {
+            PaneId::Call(s, k) => run.steps.get(s)?.panes.get(k),
+            PaneId::Baseline => run.baseline.as_ref(),
+            PaneId::Final => {
+                let s = run.final_step?;
+                run.steps.get(s)?.panes.last()
+            }
+        }
+    }
+
+    pub fn pane_by_id_mut(&mut self, id: PaneId) -> Option<&mut Pane> {
+        let run = self.run.as_mut()?;
+        match id {
+            PaneId::Call(s, k) => run.steps.get_mut(s)?.panes.get_mut(k),
+            PaneId::Baseline => run.baseline.as_mut(),
+            PaneId::Final => {
+                let s = run.final_step?;
+                run.steps.get_mut(s)?.panes.last_mut()
+            }
+        }
+    }
+
+    /// Panes in focus order: the shown layer's, the final answer, the baseline.
+    pub fn focusable(&self) -> Vec<PaneId> {
+        let mut v = Vec::new();
+        if let (Some(l), Some(run)) = (self.shown_layer(), &self.run) {
+            v.extend((0..run.steps[l].panes.len()).map(|k| PaneId::Call(l, k)));
+        }
+        if self.run.as_ref().is_some_and(|r| r.final_step.is_some()) {
+            v.push(PaneId::Final);
+        }
+        if self.run.as_ref().is_some_and(|r| r.baseline.is_some()) {
+            v.push(PaneId::Baseline);
+        }
+        v
+    }
+}
