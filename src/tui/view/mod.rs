@@ -161,15 +161,8 @@ fn draw_body(app: &App, f: &mut Frame, area: Rect) {
     };
     if let Some(l) = layer.filter(|_| has_layer) {
         let n = run.steps[l].panes.len();
-        let cols = if top.width >= 150 {
-            3
-        } else if top.width >= 90 {
-            2
-        } else {
-            1
-        }
-        .min(n)
-        .max(1);
+        // Side by side while each column keeps ~26 characters; more proposers wrap into a grid.
+        let cols = (top.width as usize / 26).clamp(1, 4).min(n);
         let rows = n.div_ceil(cols);
         let row_areas = Layout::vertical(vec![Constraint::Ratio(1, rows as u32); rows]).split(top);
         for (r, row) in row_areas.iter().enumerate() {

@@ -1,0 +1,356 @@
+//! The workbench without a terminal: `update` as unit logic, and every screen as a snapshot of a
+//! TestBackend buffer (narrow and wide, streaming and finished, with a failed pane).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use moa_workbench::engine::events::{CallTag, RunEvent, Stage};
+use moa_workbench::engine::preset::{self, Preset};
+use moa_workbench::engine::prompts::Templates;
+use moa_workbench::engine::record::{CallRecord, CallStatus, FinalAnswer, RunRecord, Usage};
+use moa_workbench::provider::Role;
+use moa_workbench::tui::state::{App, Focus, Overlay, PaneId, PaneStatus};
+use moa_workbench::tui::update::{Effect, Msg, update};
+use moa_workbench::tui::view::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const PRESET: &str = r#"name = "demo"
+description = "three proposers, an aggregator, a baseline"
+[[step]]
+op = "propose"
+agents = [
+  { model = "fake/alpha", temperature = 0.7 },
+  { model = "fake/bravo", temperature = 0.9 },
+  { model = "fake/charlie" },
+]
+[[step]]
+op = "aggregate"
+model = "fake/agg"
+temperature = 0.3
+[baseline]
+model = "fake/base"
+temperature = 0.7
+"#;
+
+fn preset() -> Arc<Preset> {
+    Arc::new(preset::parse(Path::new("demo.toml"), PRESET, &Templates::builtin()).unwrap())
+}
+
+fn app() -> App {
+    App::new(preset(), vec!["demo".into(), "other".into()], false)
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn key_mod(code: KeyCode, m: KeyModifiers) -> Msg {
+    Msg::Key(KeyEvent::new(code, m))
+}
+
+fn type_text(app: &mut App, s: &str) {
+    for c in s.chars() {
+        update(app, key(KeyCode::Char(c)));
+    }
+}
+
+fn tag(stage: Stage, slot: usize, model: &str) -> CallTag {
+    CallTag {
+        run: "01TEST".into(),
+        stage,
+        slot,
+        model: model.into(),
+    }
+}
+
+fn call(
+    slot: usize,
+    model: &str,
+    text: &str,
+    status: CallStatus,
+    latency: u64,
+    ttft: u64,
+) -> CallRecord {
+    CallRecord {
+        slot,
+        model: model.into(),
+        temperature: Some(0.7),
+        top_p: None,
+        max_tokens: None,
+        status,
+        error: (status != CallStatus::Ok)
+            .then(|| "fake answered HTTP 503: overloaded (retried 2 times)".to_string()),
+        error_kind: None,
+        text: text.into(),
+        ttft_ms: Some(ttft),
+        latency_ms: latency,
+        start_ms: 0,
+        tokens_in: 20,
+        tokens_out: 40,
+        usage_estimated: false,
+        cost_usd: Some(0.0001),
+        retries: 0,
+        finish_reason: Some("stop".into()),
+    }
+}
+
+fn delta(app: &mut App, stage: Stage, slot: usize, model: &str, text: &str) {
+    update(
+        app,
+        Msg::Run(Box::new(RunEvent::Delta {
+            tag: tag(stage, slot, model),
+            text: text.into(),
+        })),
+    );
+}
+
+const ALPHA: &str =
+    "## Paris\nThe capital of France is **Paris**.\n\n```python\nprint(\"Paris\")\n```\n";
+const BRAVO: &str = "It is Paris, on the Seine.\n- population ~2.1M\n- see [wiki](https://en.wikipedia.org/wiki/Paris)\n";
+
+/// A run that is streaming: two proposers have text, one has failed.
+fn streaming() -> App {
+    let mut a = app();
+    type_text(&mut a, "What is the capital of France?");
+    let fx = update(&mut a, key(KeyCode::Enter));
+    assert!(matches!(fx.as_slice(), [Effect::StartRun { .. }]));
+    delta(&mut a, Stage::Step(0), 0, "fake/alpha", &ALPHA[..60]);
+    delta(&mut a, Stage::Step(0), 1, "fake/bravo", BRAVO);
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::CallFailed {
+            tag: tag(Stage::Step(0), 2, "fake/charlie"),
+            record: call(
+                2,
+                "fake/charlie",
+                "Partial answ",
+                CallStatus::Failed,
+                900,
+                300,
+            ),
+        })),
+    );
+    delta(&mut a, Stage::Baseline, 0, "fake/base", "Paris.");
+    a
+}
+
+fn finished() -> App {
+    let mut a = streaming();
+    delta(&mut a, Stage::Step(0), 0, "fake/alpha", &ALPHA[60..]);
+    for (slot, model, text, lat) in [
+        (0, "fake/alpha", ALPHA, 2100),
+        (1, "fake/bravo", BRAVO, 3400),
+    ] {
+        update(
+            &mut a,
+            Msg::Run(Box::new(RunEvent::CallFinished {
+                tag: tag(Stage::Step(0), slot, model),
+                record: call(slot, model, text, CallStatus::Ok, lat, 400),
+            })),
+        );
+    }
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::Agreement {
+            run: "01TEST".into(),
+            step: 0,
+            value: 0.81,
+            method: "minilm".into(),
+            slots: vec![0, 1],
+            matrix: vec![vec![1.0, 0.81], vec![0.81, 1.0]],
+            live: false,
+        })),
+    );
+    delta(
+        &mut a,
+        Stage::Step(1),
+        0,
+        "fake/agg",
+        "The capital of France is **Paris**.",
+    );
+    let agg = call(
+        0,
+        "fake/agg",
+        "The capital of France is **Paris**.",
+        CallStatus::Ok,
+        1200,
+        200,
+    );
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::CallFinished {
+            tag: tag(Stage::Step(1), 0, "fake/agg"),
+            record: agg.clone(),
+        })),
+    );
+    let base = call(0, "fake/base", "Paris.", CallStatus::Ok, 1500, 250);
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::CallFinished {
+            tag: tag(Stage::Baseline, 0, "fake/base"),
+            record: base.clone(),
+        })),
+    );
+    let record = RunRecord {
+        schema: "moa.run/1".into(),
+        id: "01TEST".into(),
+        created: String::new(),
+        preset: "demo".into(),
+        messages: vec![],
+        steps: vec![],
+        final_answer: Some(FinalAnswer {
+            text: agg.text.clone(),
+            source: "aggregate".into(),
+            status: CallStatus::Ok,
+        }),
+        baseline: Some(base),
+        wall_ms: 4700,
+        usage: Usage {
+            tokens_in: 100,
+            tokens_out: 160,
+            cost_usd: 0.0004,
+            cost_incomplete: false,
+        },
+        cancelled: false,
+    };
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::RunDone {
+            record: Box::new(record),
+        })),
+    );
+    a
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view(app, f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn snapshots() {
+    insta::assert_snapshot!("empty_wide", screen(&app(), 160, 45));
+    insta::assert_snapshot!("streaming_wide", screen(&streaming(), 160, 45));
+    insta::assert_snapshot!("streaming_narrow", screen(&streaming(), 80, 24));
+    insta::assert_snapshot!("finished_wide", screen(&finished(), 160, 45));
+    insta::assert_snapshot!("finished_narrow", screen(&finished(), 80, 24));
+    let mut help = finished();
+    update(&mut help, key(KeyCode::F(1)));
+    insta::assert_snapshot!("help", screen(&help, 120, 30));
+    insta::assert_snapshot!("too_small", screen(&app(), 50, 12));
+}
+
+#[test]
+fn sending_a_prompt_and_multi_turn() {
+    let mut a = finished();
+    assert!(!a.running);
+    assert_eq!(a.conversation.len(), 2);
+    assert_eq!(a.conversation[1].role, Role::Assistant);
+    assert_eq!(
+        a.conversation[1].content,
+        "The capital of France is **Paris**."
+    );
+    type_text(&mut a, "And of Italy?");
+    let fx = update(&mut a, key(KeyCode::Enter));
+    match fx.as_slice() {
+        [
+            Effect::StartRun {
+                messages,
+                baseline: true,
+            },
+        ] => {
+            assert_eq!(messages.len(), 3, "the earlier turns go with the follow-up");
+            assert_eq!(messages[2].content, "And of Italy?");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.running);
+    assert!(a.input.is_empty());
+    // Enter while running does not start another run.
+    type_text(&mut a, "x");
+    assert!(update(&mut a, key(KeyCode::Enter)).is_empty());
+    // Esc cancels.
+    assert_eq!(update(&mut a, key(KeyCode::Esc)), vec![Effect::Cancel]);
+}
+
+#[test]
+fn editing_keys() {
+    let mut a = app();
+    type_text(&mut a, "line one");
+    update(&mut a, key_mod(KeyCode::Enter, KeyModifiers::ALT));
+    type_text(&mut a, "two");
+    update(&mut a, key_mod(KeyCode::Char('j'), KeyModifiers::CONTROL));
+    type_text(&mut a, "three");
+    assert_eq!(a.input.lines(), ["line one", "two", "three"]);
+    let fx = update(&mut a, key(KeyCode::Enter));
+    match fx.as_slice() {
+        [Effect::StartRun { messages, .. }] => {
+            assert_eq!(messages[0].content, "line one\ntwo\nthree")
+        }
+        other => panic!("{other:?}"),
+    }
+    // An empty prompt is not sent.
+    let mut b = app();
+    assert!(update(&mut b, key(KeyCode::Enter)).is_empty());
+    assert!(b.status.contains("type a prompt"));
+    // History.
+    let mut c = finished();
+    update(&mut c, key_mod(KeyCode::Up, KeyModifiers::CONTROL));
+    assert_eq!(c.input.lines(), ["What is the capital of France?"]);
+}
+
+#[test]
+fn help_focus_scroll_maximize_copy_quit() {
+    let mut a = finished();
+    update(&mut a, key(KeyCode::F(1)));
+    assert_eq!(a.overlay, Overlay::Help);
+    update(&mut a, key(KeyCode::Esc));
+    assert_eq!(a.overlay, Overlay::None);
+    update(&mut a, key(KeyCode::Char('?')));
+    assert_eq!(
+        a.overlay,
+        Overlay::Help,
+        "? opens help when the prompt is empty"
+    );
+    update(&mut a, key(KeyCode::Char('q')));
+    update(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.focus, Focus::Pane(PaneId::Call(0, 0)));
+    update(&mut a, key(KeyCode::Up));
+    assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().scroll_from_end, Some(1));
+    update(&mut a, key(KeyCode::End));
+    assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().scroll_from_end, None);
+    update(&mut a, key(KeyCode::Char('z')));
+    assert_eq!(a.maximized, Some(PaneId::Call(0, 0)));
+    let max = screen(&a, 100, 30);
+    assert!(max.contains("print(\"Paris\")"), "{max}");
+    update(&mut a, key(KeyCode::Esc));
+    assert_eq!(a.maximized, None);
+    match update(&mut a, key(KeyCode::Char('y'))).as_slice() {
+        [Effect::Copy(t)] => assert_eq!(t, ALPHA),
+        other => panic!("{other:?}"),
+    }
+    update(&mut a, key_mod(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(a.quit);
+}
+
+#[test]
+fn failures_show_in_their_pane_and_the_run_goes_on() {
+    let a = streaming();
+    let p = a.pane(PaneId::Call(0, 2)).unwrap();
+    assert_eq!(p.status, PaneStatus::Failed);
+    assert_eq!(p.text, "Partial answ");
+    let s = screen(&a, 160, 45);
+    assert!(s.contains("✗ fake answered HTTP 503"), "{s}");
+    assert!(s.contains("kept"), "{s}");
+    assert!(a.running);
+}
