@@ -1,0 +1,89 @@
+//! The real `moa` binary in tmux against the scripted server: type, send, wait, read the screen as
+//! a person would, cancel, quit. Needs tmux (CI installs it); skipped with a message elsewhere.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Reply, Server};
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn have_tmux() -> bool {
+    if Command::new("tmux").arg("-V").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("tmux is missing: CI must install it");
+    }
+    eprintln!("skipping: tmux is not installed");
+    false
+}
+
+fn wait_for(session: &str, what: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", session]);
+        if screen.contains(what) {
+            return screen;
+        }
+        if start.elapsed() > timeout {
+            panic!("{what:?} did not appear within {timeout:?}; the screen:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_runs_moa_in_the_workbench() {
+    if !have_tmux() {
+        return;
+    }
+    let s = Server::start().await;
+    s.script("p1", vec![Reply::text(&["Paris ", "is the ", "capital."], 50, 30)]);
+    s.script("p2", vec![Reply::status(400, r#"{"error":{"message":"upstream overloaded"}}"#)]);
+    s.script("p3", vec![Reply::text(&["It is ", "**Paris**."], 80, 30)]);
+    s.script("agg", vec![Reply::text(&["Final: ", "the capital ", "is Paris."], 50, 30)]);
+    s.script("slow", vec![Reply::text(&["tok "; 400], 10, 50)]);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), s.config("")).unwrap();
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(
+        home.path().join("presets/e2e.toml"),
+        "name = \"e2e\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }, { model = \"fake/p3\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n[baseline]\nmodel = \"fake/slow\"\n",
+    )
+    .unwrap();
+    let session = format!("moa-e2e-{}", std::process::id());
+    let cmd = format!(
+        "MOA_HOME={} FAKE_API_KEY=k {} --preset e2e; echo EXITED=$?; sleep 30",
+        home.path().display(),
+        env!("CARGO_BIN_EXE_moa")
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "140", "-y", "40", &cmd]);
+    wait_for(&session, "Ask something", Duration::from_secs(10));
+
+    tmux(&["send-keys", "-t", &session, "-l", "What is the capital of France?"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "Final: the capital is Paris.", Duration::from_secs(15));
+    assert!(screen.contains("Paris is the capital."), "{screen}");
+    assert!(screen.contains("It is Paris."), "markdown rendered, not raw: {screen}");
+    assert!(screen.contains("✗ fake answered HTTP 400: upstream"), "{screen}");
+    assert!(screen.contains("aggregator · fake/agg"), "{screen}");
+
+    // The slow baseline is still streaming: Esc cancels it and keeps its text.
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    let screen = wait_for(&session, "cancel", Duration::from_secs(5));
+    assert!(screen.contains("tok tok"), "{screen}");
+
+    // Help, then quit: the shell after moa shows its exit status.
+    tmux(&["send-keys", "-t", &session, "F1"]);
+    wait_for(&session, "Esc, F1 or q closes this help.", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let screen = wait_for(&session, "EXITED=0", Duration::from_secs(5));
+    assert!(!screen.contains("Ask something"), "the workbench is gone: {screen}");
+    tmux(&["kill-session", "-t", &session]);
+}
