@@ -44,10 +44,26 @@ async fn a_person_runs_moa_in_the_workbench() {
         return;
     }
     let s = Server::start().await;
-    s.script("p1", vec![Reply::text(&["Paris ", "is the ", "capital."], 50, 30)]);
-    s.script("p2", vec![Reply::status(400, r#"{"error":{"message":"upstream overloaded"}}"#)]);
+    s.script(
+        "p1",
+        vec![Reply::text(&["Paris ", "is the ", "capital."], 50, 30)],
+    );
+    s.script(
+        "p2",
+        vec![Reply::status(
+            400,
+            r#"{"error":{"message":"upstream overloaded"}}"#,
+        )],
+    );
     s.script("p3", vec![Reply::text(&["It is ", "**Paris**."], 80, 30)]);
-    s.script("agg", vec![Reply::text(&["Final: ", "the capital ", "is Paris."], 50, 30)]);
+    s.script(
+        "agg",
+        vec![Reply::text(
+            &["Final: ", "the capital ", "is Paris."],
+            50,
+            30,
+        )],
+    );
     s.script("slow", vec![Reply::text(&["tok "; 400], 10, 50)]);
     let home = tempfile::tempdir().unwrap();
     std::fs::write(home.path().join("config.toml"), s.config("")).unwrap();
@@ -63,15 +79,41 @@ async fn a_person_runs_moa_in_the_workbench() {
         home.path().display(),
         env!("CARGO_BIN_EXE_moa")
     );
-    tmux(&["new-session", "-d", "-s", &session, "-x", "140", "-y", "40", &cmd]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &cmd,
+    ]);
     wait_for(&session, "Ask something", Duration::from_secs(10));
 
-    tmux(&["send-keys", "-t", &session, "-l", "What is the capital of France?"]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "-l",
+        "What is the capital of France?",
+    ]);
     tmux(&["send-keys", "-t", &session, "Enter"]);
-    let screen = wait_for(&session, "Final: the capital is Paris.", Duration::from_secs(15));
+    let screen = wait_for(
+        &session,
+        "Final: the capital is Paris.",
+        Duration::from_secs(15),
+    );
     assert!(screen.contains("Paris is the capital."), "{screen}");
-    assert!(screen.contains("It is Paris."), "markdown rendered, not raw: {screen}");
-    assert!(screen.contains("✗ fake answered HTTP 400: upstream"), "{screen}");
+    assert!(
+        screen.contains("It is Paris."),
+        "markdown rendered, not raw: {screen}"
+    );
+    assert!(
+        screen.contains("✗ fake answered HTTP 400: upstream"),
+        "{screen}"
+    );
     assert!(screen.contains("aggregator · fake/agg"), "{screen}");
 
     // The slow baseline is still streaming: Esc cancels it and keeps its text.
@@ -81,9 +123,16 @@ async fn a_person_runs_moa_in_the_workbench() {
 
     // Help, then quit: the shell after moa shows its exit status.
     tmux(&["send-keys", "-t", &session, "F1"]);
-    wait_for(&session, "Esc, F1 or q closes this help.", Duration::from_secs(5));
+    wait_for(
+        &session,
+        "Esc, F1 or q closes this help.",
+        Duration::from_secs(5),
+    );
     tmux(&["send-keys", "-t", &session, "C-c"]);
     let screen = wait_for(&session, "EXITED=0", Duration::from_secs(5));
-    assert!(!screen.contains("Ask something"), "the workbench is gone: {screen}");
+    assert!(
+        !screen.contains("Ask something"),
+        "the workbench is gone: {screen}"
+    );
     tmux(&["kill-session", "-t", &session]);
 }
