@@ -924,3 +924,36 @@ async fn anthropic_streams_from_recorded_events() {
     assert_eq!(req.body["messages"][0]["role"], "user");
     assert_eq!(req.body["temperature"].to_string(), "0.7");
 }
+
+#[tokio::test]
+async fn reaggregation_runs_only_the_aggregator_with_a_new_prompt() {
+    let s = Server::start().await;
+    s.script("agg", vec![Reply::text(&["again"], 1, 1)]);
+    let e = engine(&s, "");
+    let p = preset(&basic(&["p1", "p2"], "agg"));
+    let mut h = e
+        .reaggregate(
+            &p,
+            Some("Pick the best of {n}:{responses}".into()),
+            ask("Q"),
+            vec!["first".into(), "second".into()],
+        )
+        .unwrap();
+    while h.events.recv().await.is_some() {}
+    let rec = h.done.await.unwrap();
+    assert!(
+        s.requests_for("p1").is_empty() && s.requests_for("p2").is_empty(),
+        "proposers not called"
+    );
+    let sent = s.requests_for("agg")[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sent, "Pick the best of 2:\n1. first\n2. second");
+    assert_eq!(rec.final_answer.unwrap().text, "again");
+    assert_eq!(rec.steps.len(), 1);
+    assert!(
+        e.reaggregate(&p, None, ask("Q"), vec![]).is_err(),
+        "nothing to aggregate"
+    );
+}

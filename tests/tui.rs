@@ -354,3 +354,81 @@ fn failures_show_in_their_pane_and_the_run_goes_on() {
     assert!(s.contains("kept"), "{s}");
     assert!(a.running);
 }
+
+#[test]
+fn reaggregation_with_an_edited_prompt() {
+    let mut a = finished();
+    // Ctrl+E opens the editor with the current aggregate prompt (Together's).
+    update(&mut a, key_mod(KeyCode::Char('e'), KeyModifiers::CONTROL));
+    assert_eq!(a.overlay, Overlay::PromptEditor);
+    assert!(
+        a.editor
+            .lines()
+            .join("\n")
+            .contains("Responses from models:")
+    );
+    // Ctrl+T loads another template; Ctrl+S applies it and re-runs only the aggregator.
+    update(&mut a, key_mod(KeyCode::Char('t'), KeyModifiers::CONTROL));
+    let edited = a.editor.lines().join("\n");
+    assert!(!edited.contains("Responses from models:"));
+    let fx = update(&mut a, key_mod(KeyCode::Char('s'), KeyModifiers::CONTROL));
+    match fx.as_slice() {
+        [
+            Effect::Reaggregate {
+                messages,
+                responses,
+                prompt,
+            },
+        ] => {
+            assert_eq!(messages.len(), 1, "the turn's own prompt, not the answer");
+            assert_eq!(
+                responses,
+                &vec![ALPHA.to_string(), BRAVO.to_string()],
+                "only the proposers that succeeded"
+            );
+            assert_eq!(prompt.as_deref(), Some(edited.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.running && a.reaggregating);
+    assert_eq!(
+        a.pane(PaneId::Final).unwrap().text,
+        "",
+        "the old answer is cleared"
+    );
+    // The one-step run's events land in the aggregator pane, not the proposers'.
+    delta(&mut a, Stage::Step(0), 0, "fake/agg", "Rome? No: Paris.");
+    assert_eq!(a.pane(PaneId::Final).unwrap().text, "Rome? No: Paris.");
+    assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().text, ALPHA);
+    let record = RunRecord {
+        schema: "moa.run/1".into(),
+        id: "02".into(),
+        created: String::new(),
+        preset: "demo (re-aggregate)".into(),
+        messages: vec![],
+        steps: vec![],
+        final_answer: Some(FinalAnswer {
+            text: "Rome? No: Paris.".into(),
+            source: "aggregate".into(),
+            status: CallStatus::Ok,
+        }),
+        baseline: None,
+        wall_ms: 900,
+        usage: Usage::default(),
+        cancelled: false,
+    };
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::RunDone {
+            record: Box::new(record),
+        })),
+    );
+    assert!(!a.running);
+    assert_eq!(a.conversation.len(), 2);
+    assert_eq!(
+        a.conversation[1].content, "Rome? No: Paris.",
+        "the new answer is the turn's reply"
+    );
+    // The edited prompt stays for the next runs.
+    assert_eq!(a.aggregate_prompt(), Some(edited.as_str()));
+}

@@ -125,7 +125,7 @@ async fn a_person_runs_moa_in_the_workbench() {
     tmux(&["send-keys", "-t", &session, "F1"]);
     wait_for(
         &session,
-        "Esc, F1 or q closes this help.",
+        "Esc, F1 or q closes this help",
         Duration::from_secs(5),
     );
     tmux(&["send-keys", "-t", &session, "C-c"]);

@@ -57,6 +57,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
     let (printer, record) = rt.block_on(async {
         let opts = RunOptions {
             baseline: !args.no_baseline,
+            ..Default::default()
         };
         let mut h = s.engine.start(Arc::new(preset), messages, opts);
         let cancel = h.cancel.clone();

@@ -38,13 +38,21 @@ pub struct Engine {
 pub struct RunOptions {
     /// Run the preset's baseline alongside (when it has one).
     pub baseline: bool,
+    /// Start from these responses instead of none (re-running an aggregator on earlier answers).
+    pub responses: Vec<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { baseline: true }
+        RunOptions {
+            baseline: true,
+            responses: Vec::new(),
+        }
     }
 }
+
+/// Responses given by the caller rather than produced by a step have this origin step.
+const GIVEN: usize = usize::MAX;
 
 /// A run in progress: its events, a way to cancel it, and its record when it ends.
 pub struct RunHandle {
@@ -76,7 +84,16 @@ impl Engine {
             cancel: cancel.clone(),
             conversation: messages,
             steps: Vec::new(),
-            responses: Vec::new(),
+            responses: opts
+                .responses
+                .iter()
+                .enumerate()
+                .map(|(slot, text)| Response {
+                    step: GIVEN,
+                    slot,
+                    text: text.clone(),
+                })
+                .collect(),
             late: Vec::new(),
             final_source: None,
             partial_final: None,
@@ -88,6 +105,47 @@ impl Engine {
             cancel,
             done,
         }
+    }
+
+    /// Run only `base`'s last aggregation on given responses, optionally with another prompt: the
+    /// core loop of aggregator prompt tuning (the proposers are not called again).
+    pub fn reaggregate(
+        &self,
+        base: &Preset,
+        prompt: Option<String>,
+        messages: Vec<Message>,
+        responses: Vec<String>,
+    ) -> Result<RunHandle, String> {
+        let step = base
+            .steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Step::Aggregate { .. }))
+            .cloned()
+            .ok_or_else(|| format!("preset {:?} has no aggregate step to re-run", base.name))?;
+        if responses.is_empty() {
+            return Err("there are no answers to aggregate yet".into());
+        }
+        let step = match (step, prompt) {
+            (Step::Aggregate { agent, .. }, Some(p)) => Step::Aggregate { agent, prompt: p },
+            (s, _) => s,
+        };
+        let preset = Preset {
+            name: format!("{} (re-aggregate)", base.name),
+            description: base.description.clone(),
+            steps: vec![step],
+            baseline: None,
+            origin: base.origin.clone(),
+            text: base.text.clone(),
+        };
+        Ok(self.start(
+            Arc::new(preset),
+            messages,
+            RunOptions {
+                baseline: false,
+                responses,
+            },
+        ))
     }
 
     /// Run to the end, forwarding events to `on_event`.
@@ -239,10 +297,10 @@ impl Runner {
         } else {
             self.responses.first().map(|r| FinalAnswer {
                 text: r.text.clone(),
-                source: self
-                    .final_source
-                    .clone()
-                    .unwrap_or_else(|| format!("{}:{}", self.steps[r.step].op, r.slot)),
+                source: self.final_source.clone().unwrap_or_else(|| {
+                    let op = self.steps.get(r.step).map_or("given", |s| s.op.as_str());
+                    format!("{op}:{}", r.slot)
+                }),
                 status: CallStatus::Ok,
             })
         };

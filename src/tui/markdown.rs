@@ -356,7 +356,6 @@ mod tests {
                 "a │ b",
                 "┼───┼───┼",
                 "see docs (http://x)",
-                ""
             ]
         );
     }
@@ -371,7 +370,7 @@ mod tests {
         let lines = md.wrapped(&text, 80);
         assert_eq!(
             plain(&lines),
-            vec!["```rust", "fn main() {}", "```", "after x", ""]
+            vec!["```rust", "fn main() {}", "```", "after x"]
         );
         // Highlighted: more than one span on the code line.
         assert!(lines[1].spans.len() > 1);
@@ -396,7 +395,7 @@ mod tests {
     #[test]
     fn replaced_text_starts_over() {
         let mut md = Markdown::new(false);
-        assert_eq!(plain(&md.wrapped("one\ntwo\n", 20)), vec!["one", "two", ""]);
-        assert_eq!(plain(&md.wrapped("x\n", 20)), vec!["x", ""]);
+        assert_eq!(plain(&md.wrapped("one\ntwo\n", 20)), vec!["one", "two"]);
+        assert_eq!(plain(&md.wrapped("x\n", 20)), vec!["x"]);
     }
 }

@@ -115,20 +115,31 @@ fn perform(
 ) {
     match e {
         Effect::StartRun { messages, baseline } => {
-            let mut h = s
-                .engine
-                .start(app.preset.clone(), messages, RunOptions { baseline });
-            *cancel = Some(h.cancel.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = h.events.recv().await {
-                    if tx.send(Msg::Run(Box::new(ev))).is_err() {
-                        h.cancel.cancel();
-                        break;
-                    }
-                }
-            });
+            let h = s.engine.start(
+                app.preset.clone(),
+                messages,
+                RunOptions {
+                    baseline,
+                    ..Default::default()
+                },
+            );
+            forward(h, tx, cancel);
         }
+        Effect::Reaggregate {
+            messages,
+            responses,
+            prompt,
+        } => match s
+            .engine
+            .reaggregate(&app.preset, prompt, messages, responses)
+        {
+            Ok(h) => forward(h, tx, cancel),
+            Err(e) => {
+                app.running = false;
+                app.reaggregating = false;
+                app.status = e;
+            }
+        },
         Effect::Cancel => {
             if let Some(c) = cancel.as_ref() {
                 c.cancel();
@@ -157,6 +168,24 @@ fn perform(
             }
         }
     }
+}
+
+/// Feed a run's events to the loop; remember how to cancel it.
+fn forward(
+    mut h: crate::engine::RunHandle,
+    tx: &mpsc::UnboundedSender<Msg>,
+    cancel: &mut Option<CancellationToken>,
+) {
+    *cancel = Some(h.cancel.clone());
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = h.events.recv().await {
+            if tx.send(Msg::Run(Box::new(ev))).is_err() {
+                h.cancel.cancel();
+                break;
+            }
+        }
+    });
 }
 
 /// The embedded models are fetched on first use, with progress in the status line.

@@ -119,6 +119,8 @@ pub enum Focus {
 pub enum Overlay {
     None,
     Help,
+    /// Editing the aggregator's prompt (`App::editor`).
+    PromptEditor,
 }
 
 /// One run on screen.
@@ -154,6 +156,13 @@ pub struct App {
     pub quit: bool,
     /// Set when something on screen changed since the last frame.
     pub dirty: bool,
+    /// The messages the current run was given (re-aggregation reuses them).
+    pub last_messages: Vec<Message>,
+    /// The run in progress re-runs only the aggregator: its step 0 is the view's final step.
+    pub reaggregating: bool,
+    /// Prompt templates by name, for the aggregator prompt editor.
+    pub templates: Vec<(String, String)>,
+    pub editor: TextArea<'static>,
     /// Where each pane was drawn in the last frame (for the mouse wheel).
     pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
 }
@@ -183,8 +192,43 @@ impl App {
             color,
             quit: false,
             dirty: true,
+            last_messages: Vec::new(),
+            reaggregating: false,
+            templates: crate::engine::prompts::Templates::builtin()
+                .names()
+                .map(|n| {
+                    let t = crate::engine::prompts::Templates::builtin();
+                    (n.to_string(), t.get(n).unwrap_or_default().to_string())
+                })
+                .collect(),
+            editor: TextArea::default(),
             areas: Default::default(),
         }
+    }
+
+    /// The prompt of the preset's last aggregate step.
+    pub fn aggregate_prompt(&self) -> Option<&str> {
+        self.preset.steps.iter().rev().find_map(|s| match s {
+            Step::Aggregate { prompt, .. } => Some(prompt.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The answers the aggregator works on: the last proposer-style step's successful ones.
+    pub fn answers_to_aggregate(&self) -> Vec<String> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        let layers = self.layer_steps();
+        let Some(&last) = layers.last() else {
+            return Vec::new();
+        };
+        run.steps[last]
+            .panes
+            .iter()
+            .filter(|p| p.status == PaneStatus::Done && !p.text.is_empty())
+            .map(|p| p.text.clone())
+            .collect()
     }
 
     /// A fresh view for a run of the current preset: one pane per call known in advance.

@@ -29,6 +29,12 @@ pub enum Effect {
         messages: Vec<Message>,
         baseline: bool,
     },
+    /// Run only the aggregator again on these answers (with this prompt, when given).
+    Reaggregate {
+        messages: Vec<Message>,
+        responses: Vec<String>,
+        prompt: Option<String>,
+    },
     Cancel,
     /// Put text on the clipboard (OSC 52).
     Copy(String),
@@ -86,6 +92,9 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         app.quit = true;
         return vec![];
     }
+    if app.overlay == Overlay::PromptEditor {
+        return editor_key(app, k);
+    }
     if app.overlay == Overlay::Help {
         if matches!(
             k.code,
@@ -140,6 +149,20 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         _ => {}
     }
+    if ctrl(&k, 'a') && !app.running {
+        return reaggregate(app, None);
+    }
+    if ctrl(&k, 'e') {
+        match app.aggregate_prompt() {
+            Some(p) => {
+                app.editor =
+                    ratatui_textarea::TextArea::new(p.lines().map(str::to_string).collect());
+                app.overlay = Overlay::PromptEditor;
+            }
+            None => app.status = format!("preset {} has no aggregate step", app.preset.name),
+        }
+        return vec![];
+    }
     if ctrl(&k, 'b') {
         app.baseline_on = !app.baseline_on;
         app.status = format!("baseline {}", if app.baseline_on { "on" } else { "off" });
@@ -181,6 +204,89 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         Focus::Pane(id) => pane_key(app, id, k),
         Focus::Input => input_key(app, k),
     }
+}
+
+/// Keys in the aggregator prompt editor: Ctrl+S applies (and re-aggregates when there are answers),
+/// Ctrl+T loads the next template, Esc leaves it unchanged.
+fn editor_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    if k.code == KeyCode::Esc {
+        app.overlay = Overlay::None;
+        app.status = "prompt unchanged".into();
+        return vec![];
+    }
+    if ctrl(&k, 't') {
+        let current = app.editor.lines().join("\n");
+        let i = app
+            .templates
+            .iter()
+            .position(|(_, t)| *t == current)
+            .map_or(0, |i| i + 1);
+        if let Some((name, text)) = app.templates.get(i % app.templates.len().max(1)).cloned() {
+            app.editor =
+                ratatui_textarea::TextArea::new(text.lines().map(str::to_string).collect());
+            app.status = format!("template {name}");
+        }
+        return vec![];
+    }
+    if ctrl(&k, 's') {
+        let prompt = app.editor.lines().join("\n");
+        app.overlay = Overlay::None;
+        app.preset = Arc::new(with_aggregate_prompt(&app.preset, prompt.clone()));
+        app.status = "aggregator prompt updated".into();
+        if !app.running && !app.answers_to_aggregate().is_empty() {
+            return reaggregate(app, Some(prompt));
+        }
+        return vec![];
+    }
+    if k.code == KeyCode::Enter {
+        app.editor.insert_newline();
+        return vec![];
+    }
+    app.editor.input(k);
+    vec![]
+}
+
+fn with_aggregate_prompt(p: &Preset, prompt: String) -> Preset {
+    let mut p = p.clone();
+    if let Some(crate::engine::preset::Step::Aggregate { prompt: old, .. }) = p
+        .steps
+        .iter_mut()
+        .rev()
+        .find(|s| matches!(s, crate::engine::preset::Step::Aggregate { .. }))
+    {
+        *old = prompt;
+    }
+    p
+}
+
+fn reaggregate(app: &mut App, prompt: Option<String>) -> Vec<Effect> {
+    let responses = app.answers_to_aggregate();
+    let has_final = app.run.as_ref().is_some_and(|r| r.final_step.is_some());
+    if responses.is_empty() || !has_final || app.last_messages.is_empty() {
+        app.status = "nothing to re-aggregate yet: run a prompt first".into();
+        return vec![];
+    }
+    if let Some(p) = app.pane_by_id_mut(PaneId::Final) {
+        p.text.clear();
+        p.error = None;
+        p.status = PaneStatus::Waiting;
+        p.latency_ms = None;
+        p.ttft_ms = None;
+        p.started_at = None;
+        p.first_token_at = None;
+        p.scroll_from_end = None;
+    }
+    if let Some(r) = app.run.as_mut() {
+        r.record = None;
+    }
+    app.running = true;
+    app.reaggregating = true;
+    app.status = format!("re-running the aggregator on {} answers…", responses.len());
+    vec![Effect::Reaggregate {
+        messages: app.last_messages.clone(),
+        responses,
+        prompt,
+    }]
 }
 
 fn input_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
@@ -248,6 +354,8 @@ fn start(app: &mut App, prompt: String) -> Vec<Effect> {
     let mut messages = app.conversation.clone();
     messages.push(Message::user(prompt.clone()));
     app.pending_prompt = Some(prompt);
+    app.last_messages = messages.clone();
+    app.reaggregating = false;
     app.running = true;
     app.run = Some(app.new_run_view(String::new()));
     app.layer = None;
@@ -353,6 +461,12 @@ fn switch_layer(app: &mut App, dir: i32) {
 }
 
 fn run_event(app: &mut App, ev: RunEvent) {
+    // A re-aggregation is a one-step run: its step 0 is the aggregator shown in the final pane.
+    let ev = if app.reaggregating {
+        remap_to_final(app, ev)
+    } else {
+        ev
+    };
     match ev {
         RunEvent::RunStarted { run, .. } => {
             if let Some(r) = app.run.as_mut() {
@@ -422,8 +536,31 @@ fn run_event(app: &mut App, ev: RunEvent) {
                 }
             }
         }
-        RunEvent::Notice { message, .. } => app.status = message,
+        RunEvent::Notice { message, .. } if !message.is_empty() => app.status = message,
+        RunEvent::Notice { .. } => {}
         RunEvent::StepDone { .. } => {}
+        RunEvent::RunDone { record } if app.reaggregating => {
+            app.running = false;
+            app.reaggregating = false;
+            match &record.final_answer {
+                Some(f) if f.status == crate::engine::record::CallStatus::Ok => {
+                    // The new answer replaces the old one as this turn's reply.
+                    if let Some(last) = app
+                        .conversation
+                        .last_mut()
+                        .filter(|m| m.role == crate::provider::Role::Assistant)
+                    {
+                        last.content = f.text.clone();
+                    }
+                    app.status = format!(
+                        "re-aggregated in {:.1} s ({})",
+                        record.wall_ms as f64 / 1000.0,
+                        f.source
+                    );
+                }
+                _ => app.status = "re-aggregation produced no answer".into(),
+            }
+        }
         RunEvent::RunDone { record } => {
             app.running = false;
             let prompt = app.pending_prompt.take();
@@ -448,5 +585,65 @@ fn run_event(app: &mut App, ev: RunEvent) {
                 r.record = Some(*record);
             }
         }
+    }
+}
+
+fn remap_to_final(app: &App, ev: RunEvent) -> RunEvent {
+    use crate::engine::Stage;
+    let Some(fs) = app.run.as_ref().and_then(|r| r.final_step) else {
+        return ev;
+    };
+    let map = |stage: Stage| match stage {
+        Stage::Step(0) => Stage::Step(fs),
+        other => other,
+    };
+    match ev {
+        RunEvent::CallStarted {
+            mut tag,
+            temperature,
+            final_candidate,
+        } => {
+            tag.stage = map(tag.stage);
+            RunEvent::CallStarted {
+                tag,
+                temperature,
+                final_candidate,
+            }
+        }
+        RunEvent::Delta { mut tag, text } => {
+            tag.stage = map(tag.stage);
+            RunEvent::Delta { tag, text }
+        }
+        RunEvent::CallFinished { mut tag, record } => {
+            tag.stage = map(tag.stage);
+            RunEvent::CallFinished { tag, record }
+        }
+        RunEvent::CallFailed { mut tag, record } => {
+            tag.stage = map(tag.stage);
+            RunEvent::CallFailed { tag, record }
+        }
+        RunEvent::Retrying {
+            mut tag,
+            attempt,
+            delay_ms,
+            reason,
+        } => {
+            tag.stage = map(tag.stage);
+            RunEvent::Retrying {
+                tag,
+                attempt,
+                delay_ms,
+                reason,
+            }
+        }
+        // The one-step run's step and agreement events would land on the proposers' step 0.
+        RunEvent::StepStarted { run, .. }
+        | RunEvent::StepDone { run, .. }
+        | RunEvent::Agreement { run, .. } => RunEvent::Notice {
+            run,
+            stage: Stage::Step(fs),
+            message: String::new(),
+        },
+        other => other,
     }
 }

@@ -35,6 +35,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "show the previous / next layer of a multi-layer preset",
     ),
     ("Ctrl+R", "run the last prompt again"),
+    (
+        "Ctrl+A",
+        "re-run only the aggregator on the answers shown (prompt tuning)",
+    ),
+    (
+        "Ctrl+E",
+        "edit the aggregator prompt (Ctrl+T template, Ctrl+S apply)",
+    ),
     ("Ctrl+P", "switch to the next preset"),
     ("Ctrl+B", "toggle the single-model baseline"),
     ("Ctrl+N", "start a new conversation"),
@@ -47,14 +55,14 @@ pub const KEYS: &[(&str, &str)] = &[
 
 pub fn draw(_app: &App, f: &mut Frame, area: Rect) {
     let w = 100.min(area.width.saturating_sub(4));
-    let h = (KEYS.len() as u16 + 4).min(area.height.saturating_sub(2));
+    let h = (KEYS.len() as u16 + 2).min(area.height.saturating_sub(2));
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
         w,
         h,
     );
-    let mut lines: Vec<Line> = KEYS
+    let lines: Vec<Line> = KEYS
         .iter()
         .map(|(k, d)| {
             Line::from(vec![
@@ -66,13 +74,16 @@ pub fn draw(_app: &App, f: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from(" Esc, F1 or q closes this help."));
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines)
             .wrap(ratatui::widgets::Wrap { trim: false })
-            .block(Block::default().borders(Borders::ALL).title(" keys ")),
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" keys ")
+                    .title_bottom(" Esc, F1 or q closes this help "),
+            ),
         r,
     );
 }

@@ -47,6 +47,9 @@ pub fn view(app: &App, f: &mut Frame) {
     if app.overlay == Overlay::Help {
         help::draw(app, f, area);
     }
+    if app.overlay == Overlay::PromptEditor {
+        draw_prompt_editor(app, f, area);
+    }
 }
 
 fn accent(app: &App, c: Color) -> Style {
@@ -213,8 +216,29 @@ fn draw_input(app: &App, f: &mut Frame, area: Rect) {
     f.render_widget(&app.input, inner);
 }
 
+/// The aggregator prompt, editable: {query} {responses} {n} are filled in at run time.
+fn draw_prompt_editor(app: &App, f: &mut Frame, area: Rect) {
+    let w = (area.width * 4 / 5).max(40).min(area.width);
+    let h = (area.height * 3 / 4).max(8).min(area.height);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" aggregator prompt ({query} {responses} {n}) ")
+        .title_bottom(" Ctrl+S apply and re-aggregate · Ctrl+T next template · Esc cancel ")
+        .border_style(accent(app, Color::Cyan));
+    let inner = block.inner(r);
+    f.render_widget(ratatui::widgets::Clear, r);
+    f.render_widget(block, r);
+    f.render_widget(&app.editor, inner);
+}
+
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
-    let keys = "Enter send · Esc cancel · Tab panes · F2 maximize · y copy · Ctrl+P preset · F1 help · Ctrl+C quit";
+    let keys = "Enter send · Esc cancel · Tab panes · F2 maximize · Ctrl+E edit aggregator prompt · Ctrl+A re-aggregate · F1 help · Ctrl+C quit";
     let text = if app.status.is_empty() {
         keys.to_string()
     } else {
