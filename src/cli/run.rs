@@ -283,15 +283,20 @@ impl Printer {
                 self.progress(line);
             }
             RunEvent::Notice { message, .. } => self.progress(format!("  ! {message}")),
-            RunEvent::StepDone { step, record, .. } => {
-                if let (Some(a), Some(m)) = (record.agreement, &record.agreement_method) {
-                    self.progress(format!(
-                        "  step {} {}: agreement {a:.2} ({m})",
-                        step + 1,
-                        record.op
-                    ));
-                }
+            RunEvent::Agreement {
+                step,
+                value,
+                method,
+                live: false,
+                ..
+            } => {
+                let op = self.ops.get(*step).copied().unwrap_or("step");
+                self.progress(format!(
+                    "  step {} {op}: agreement {value:.2} ({method})",
+                    step + 1
+                ));
             }
+
             _ => {}
         }
     }

@@ -95,6 +95,7 @@ impl Engine {
                 })
                 .collect(),
             late: Vec::new(),
+            pending_scores: Vec::new(),
             final_source: None,
             partial_final: None,
         };
@@ -187,6 +188,7 @@ struct Runner {
     steps: Vec<StepRecord>,
     responses: Vec<Response>,
     late: Vec<LateCalls>,
+    pending_scores: Vec<(usize, tokio::task::JoinHandle<Option<agreement::Agreement>>)>,
     final_source: Option<String>,
     /// Text of an aggregator cut off by cancellation: better than nothing for the user.
     partial_final: Option<String>,
@@ -283,6 +285,7 @@ impl Runner {
         }
         let wall_ms = ms_since(self.ctx.run_start);
         self.collect_late().await;
+        self.collect_scores().await;
         let baseline = match baseline {
             Some(h) => Some(h.await.expect("baseline task does not panic")),
             None => None,
@@ -676,19 +679,23 @@ impl Runner {
         }
     }
 
-    /// The step's final agreement, computed off the async runtime (embeddings take ~100 ms).
-    async fn score(&self, step: usize, rec: &mut StepRecord) {
+    /// The step's final agreement. Embeddings take 0.1 to 1 s on CPU, so it is computed in the
+    /// background, off the critical path: the next step starts at once, the Agreement event is sent
+    /// when the score is ready, and the run record gets it before the run ends (`collect_scores`).
+    async fn score(&mut self, step: usize, _rec: &mut StepRecord) {
         let own: Vec<&Response> = self.responses.iter().filter(|r| r.step == step).collect();
+        if own.len() < 2 {
+            return;
+        }
         let texts: Vec<String> = own.iter().map(|r| r.text.clone()).collect();
         let slots: Vec<usize> = own.iter().map(|r| r.slot).collect();
         let scorer = self.scorer.clone();
-        let scored = tokio::task::spawn_blocking(move || agreement::score(scorer.as_ref(), &texts))
-            .await
-            .ok()
-            .flatten();
-        if let Some(a) = scored {
-            self.ctx.emit(RunEvent::Agreement {
-                run: self.run.clone(),
+        let ctx = self.ctx.clone();
+        let run = self.run.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let a = agreement::score(scorer.as_ref(), &texts)?;
+            ctx.emit(RunEvent::Agreement {
+                run,
                 step,
                 value: a.mean,
                 method: a.method.clone(),
@@ -696,14 +703,25 @@ impl Runner {
                 matrix: a.matrix.clone(),
                 live: false,
             });
-            rec.agreement = Some((a.mean * 1e4).round() / 1e4);
-            rec.agreement_method = Some(a.method);
-            rec.agreement_matrix = Some(
-                a.matrix
-                    .iter()
-                    .map(|row| row.iter().map(|v| (v * 1e4).round() / 1e4).collect())
-                    .collect(),
-            );
+            Some(a)
+        });
+        self.pending_scores.push((step, handle));
+    }
+
+    /// Put the background agreement scores into the step records.
+    async fn collect_scores(&mut self) {
+        for (step, handle) in std::mem::take(&mut self.pending_scores) {
+            let Ok(Some(a)) = handle.await else { continue };
+            if let Some(rec) = self.steps.get_mut(step) {
+                rec.agreement = Some((a.mean * 1e4).round() / 1e4);
+                rec.agreement_method = Some(a.method);
+                rec.agreement_matrix = Some(
+                    a.matrix
+                        .iter()
+                        .map(|row| row.iter().map(|v| (v * 1e4).round() / 1e4).collect())
+                        .collect(),
+                );
+            }
         }
     }
 

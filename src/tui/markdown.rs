@@ -118,8 +118,15 @@ impl Markdown {
         }
     }
 
-    /// Every line of `text`, wrapped to `width`: cached lines plus the open tail.
+    /// Every line of `text`, wrapped to `width` (tests and small texts; panes use `render`).
     pub fn wrapped(&mut self, text: &str, width: u16) -> Vec<Line<'static>> {
+        let (cached, tail) = self.render(text, width);
+        cached.iter().cloned().chain(tail).collect()
+    }
+
+    /// The wrapped lines of `text`: the cached ones (by reference: a frame copies only what it
+    /// shows) and the open tail, rendered afresh.
+    pub fn render(&mut self, text: &str, width: u16) -> (&[Line<'static>], Vec<Line<'static>>) {
         self.update(text);
         let width = width.max(1);
         let stale = match &self.wrapped {
@@ -134,17 +141,16 @@ impl Markdown {
             cache.extend(wrap(l, width));
         }
         *covered = self.lines.len();
-        let mut out = cache.clone();
         let tail = &text[self.done..];
-        if !tail.is_empty() {
-            let tail_line = if self.in_code {
-                Line::from(Span::raw(tail.to_string()))
-            } else {
-                block_line(tail, self.color)
-            };
-            out.extend(wrap(&tail_line, width));
-        }
-        out
+        let tail_lines = if tail.is_empty() {
+            Vec::new()
+        } else if self.in_code {
+            wrap(&Line::from(Span::raw(tail.to_string())), width)
+        } else {
+            wrap(&block_line(tail, self.color), width)
+        };
+        let cache: &[Line<'static>] = &self.wrapped.as_ref().expect("set above").1;
+        (cache, tail_lines)
     }
 }
 

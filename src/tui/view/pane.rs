@@ -57,7 +57,8 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
     if inner.width == 0 || inner.height == 0 {
         return;
     }
-    let mut lines = p.md.borrow_mut().wrapped(&p.text, inner.width);
+    let mut md = p.md.borrow_mut();
+    let (cached, mut extra) = md.render(&p.text, inner.width);
     if let Some(err) = &p.error {
         let mut e = vec![
             Line::from(""),
@@ -73,20 +74,25 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
             )));
         }
         for l in e {
-            lines.extend(wrap(&l, inner.width));
+            extra.extend(wrap(&l, inner.width));
         }
     }
-    if lines.len() == 1
-        && lines[0].spans.iter().all(|s| s.content.is_empty())
-        && p.status == PaneStatus::Waiting
-    {
-        lines = vec![Line::from(Span::styled("…", styled(Color::DarkGray)))];
+    if cached.is_empty() && extra.is_empty() && p.status == PaneStatus::Waiting {
+        extra = vec![Line::from(Span::styled("…", styled(Color::DarkGray)))];
     }
+    // Only the visible window is copied out of the cache.
+    let total = cached.len() + extra.len();
     let height = inner.height as usize;
-    let max_scroll = lines.len().saturating_sub(height);
+    let max_scroll = total.saturating_sub(height);
     let from_end = p.scroll_from_end.unwrap_or(0).min(max_scroll);
-    let start = lines.len().saturating_sub(height + from_end);
-    let visible: Vec<Line> = lines.into_iter().skip(start).take(height).collect();
+    let start = total.saturating_sub(height + from_end);
+    let visible: Vec<Line> = cached
+        .iter()
+        .chain(extra.iter())
+        .skip(start)
+        .take(height)
+        .cloned()
+        .collect();
     f.render_widget(Paragraph::new(visible), inner);
     if from_end > 0 {
         let tag = format!(" ↑{from_end} (End follows) ");
