@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench local` (needs `moa pull`; `-- --tokens N --samples N` to change the workload).
 
+mod common;
+
 use std::time::Instant;
 
 use moa_workbench::config::Folders;
@@ -10,30 +12,6 @@ use moa_workbench::fetch;
 use moa_workbench::provider::Message;
 use moa_workbench::provider::local::Loaded;
 use moa_workbench::provider::local::llama::Cache;
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn argmax(row: &[f32]) -> u32 {
     row.iter()
@@ -44,8 +22,8 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 fn main() {
-    let tokens = arg("--tokens", 128);
-    let samples = arg("--samples", 3);
+    let tokens = common::arg("--tokens", 128);
+    let samples = common::arg("--samples", 3);
     let path = fetch::SMOLLM2.path(&Folders::from_env().models_dir);
     assert!(
         path.exists(),
@@ -132,7 +110,7 @@ fn main() {
         unshared * 1e3,
         samples - 1
     );
-    println!("peak RSS {:.0} MB (the LLM alone)", peak_rss_mb());
+    println!("peak RSS {:.0} MB (the LLM alone)", common::peak_rss_mb());
 
     // Agreement: embed 6 answers of ~300 tokens each and score them, as at the end of a step.
     let minilm_dir = fetch::MINILM[0].path(&Folders::from_env().models_dir);

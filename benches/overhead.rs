@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench overhead` (add `-- --runs N` for more runs).
 
+mod common;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -32,25 +34,10 @@ fn preset() -> String {
     s
 }
 
-fn cpu_of_children() -> Duration {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runs = arg("--runs", 5);
+    let runs = common::arg("--runs", 5);
     // Chunks per call: 20 streams tokens; 1 shows the fixed cost of a run apart from streaming.
-    let chunks = arg("--chunks", 20);
+    let chunks = common::arg("--chunks", 20);
     // The server gets a single-threaded runtime on its own thread: fewer cross-thread wake-ups on
     // the server's side of each hand-off, which the ideal path would otherwise absorb.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -107,7 +94,7 @@ fn main() {
     let mut cpus = Vec::new();
     for run in 0..runs {
         let before_log = server.log().len();
-        let cpu0 = cpu_of_children();
+        let cpu0 = common::cpu_time(libc::RUSAGE_CHILDREN);
         let t0 = Instant::now();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_moa"))
             .args([
@@ -123,7 +110,7 @@ fn main() {
             .output()
             .unwrap();
         let process_wall = t0.elapsed();
-        let cpu = cpu_of_children() - cpu0;
+        let cpu = common::cpu_time(libc::RUSAGE_CHILDREN) - cpu0;
         assert!(
             out.status.success(),
             "{}",

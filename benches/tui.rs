@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench tui` (`-- --seconds N` to stream for N seconds of real time; default 20).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,29 +20,6 @@ use moa_workbench::tui::view::view;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-
-fn cpu_time() -> Duration {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 /// An answer of about `tokens` tokens (~4 characters each) with prose, lists and code blocks.
 fn answer(tokens: usize, seed: usize) -> Vec<String> {
@@ -58,11 +37,7 @@ fn answer(tokens: usize, seed: usize) -> Vec<String> {
 }
 
 fn main() {
-    let seconds: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+    let seconds = common::arg("--seconds", 20) as u64;
     let text = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/m\", n = 6 }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n";
     let preset = Arc::new(preset::parse(Path::new("b.toml"), text, &Templates::builtin()).unwrap());
     let mut app = App::new(preset, vec![], true);
@@ -88,7 +63,7 @@ fn main() {
     let tokens_per_sec = 50.0;
     let frame = Duration::from_millis(33);
     let start = Instant::now();
-    let cpu0 = cpu_time();
+    let cpu0 = common::cpu_time(libc::RUSAGE_SELF);
     let mut sent = 0usize;
     let mut frame_times = Vec::new();
     let mut next_frame = start;
@@ -117,7 +92,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let wall = start.elapsed();
-    let cpu = cpu_time() - cpu0;
+    let cpu = common::cpu_time(libc::RUSAGE_SELF) - cpu0;
     frame_times.sort();
     let pct = |p: f64| frame_times[((frame_times.len() - 1) as f64 * p) as usize];
     println!(
@@ -134,6 +109,6 @@ fn main() {
     println!(
         "CPU while streaming: {:.1}% of one core (target < 10%); peak RSS {:.0} MB (target < 60 MB)",
         cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
-        peak_rss_mb()
+        common::peak_rss_mb()
     );
 }

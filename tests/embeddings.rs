@@ -1,6 +1,8 @@
 //! MiniLM embeddings against the shared reference vectors (an independent numpy implementation).
 //! Needs `moa pull` (CI fetches it); skipped with a message outside CI when missing.
 
+mod support;
+
 use std::path::PathBuf;
 
 use moa_workbench::config::Folders;
@@ -9,28 +11,15 @@ use moa_workbench::metrics::agreement::{self, AgreementScorer};
 use moa_workbench::metrics::embed::{MiniLm, MiniLmScorer};
 
 fn model_dir() -> Option<PathBuf> {
-    let models = Folders::from_env().models_dir;
-    let p = fetch::MINILM[0].path(&models);
-    if p.exists() {
-        return p.parent().map(|d| d.to_path_buf());
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing: CI must run `moa pull` first", p.display());
-    }
-    eprintln!("skipping: {} is missing (run `moa pull`)", p.display());
-    None
+    let file = support::fetched(fetch::MINILM[0].path(&Folders::from_env().models_dir))?;
+    file.parent().map(|d| d.to_path_buf())
 }
 
 #[test]
 fn minilm_matches_the_reference_cosines() {
     let Some(dir) = model_dir() else { return };
     let m = MiniLm::load(&dir).unwrap();
-    let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata/minilm-cosine-vectors.json"),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = support::shared_testdata("minilm-cosine-vectors.json");
     let tol = v["tolerance"].as_f64().unwrap();
     for pair in v["pairs"].as_array().unwrap() {
         let a = pair["a"].as_str().unwrap().to_string();

@@ -355,7 +355,7 @@ impl Runner {
                     );
                 }
                 self.responses = ok;
-                self.score(i, rec).await;
+                self.score(i).await;
             }
             Step::Synthesize {
                 agents,
@@ -388,7 +388,7 @@ impl Runner {
                 } else {
                     self.responses = ok;
                 }
-                self.score(i, rec).await;
+                self.score(i).await;
             }
             Step::Refine {
                 agents,
@@ -428,7 +428,7 @@ impl Runner {
                     ));
                 }
                 self.responses = next;
-                self.score(i, rec).await;
+                self.score(i).await;
             }
             Step::Aggregate { agent, prompt } => {
                 let fitted = self.fit(agent, prompt, &texts, rec);
@@ -575,7 +575,7 @@ impl Runner {
                         return;
                     }
                     self.responses = ok;
-                    self.score(i, rec).await;
+                    self.score(i).await;
                     slot = *k;
                 }
                 let mut best = self.responses[0].clone();
@@ -682,7 +682,7 @@ impl Runner {
     /// The step's final agreement. Embeddings take 0.1 to 1 s on CPU, so it is computed in the
     /// background, off the critical path: the next step starts at once, the Agreement event is sent
     /// when the score is ready, and the run record gets it before the run ends (`collect_scores`).
-    async fn score(&mut self, step: usize, _rec: &mut StepRecord) {
+    async fn score(&mut self, step: usize) {
         let own: Vec<&Response> = self.responses.iter().filter(|r| r.step == step).collect();
         if own.len() < 2 {
             return;
@@ -803,26 +803,7 @@ impl Runner {
             let ctx = self.ctx.clone();
             let tag = self.tag(Stage::Step(step), job.slot, &job.agent.model);
             let t = token.child_token();
-            placeholders.push(CallRecord {
-                slot: job.slot,
-                model: job.agent.model.clone(),
-                temperature: job.agent.temperature,
-                top_p: job.agent.top_p,
-                max_tokens: job.agent.max_tokens,
-                status: CallStatus::Cancelled,
-                error: None,
-                error_kind: None,
-                text: String::new(),
-                ttft_ms: None,
-                latency_ms: 0,
-                start_ms: 0,
-                tokens_in: 0,
-                tokens_out: 0,
-                usage_estimated: false,
-                cost_usd: None,
-                retries: 0,
-                finish_reason: None,
-            });
+            placeholders.push(placeholder_of(&job.agent, job.slot));
             set.spawn(async move {
                 let slot = job.slot;
                 let fut = run_call(&ctx, tag, &job.agent, job.messages, job.final_candidate, t);

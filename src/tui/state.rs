@@ -194,12 +194,9 @@ impl App {
             dirty: true,
             last_messages: Vec::new(),
             reaggregating: false,
-            templates: crate::engine::prompts::Templates::builtin()
-                .names()
-                .map(|n| {
-                    let t = crate::engine::prompts::Templates::builtin();
-                    (n.to_string(), t.get(n).unwrap_or_default().to_string())
-                })
+            templates: crate::engine::prompts::BUILTIN_TEMPLATES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.trim_end_matches('\n').to_string()))
                 .collect(),
             editor: TextArea::default(),
             areas: Default::default(),

@@ -308,7 +308,7 @@ fn input_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.status = "type a prompt first".into();
             return vec![];
         }
-        app.input = fresh_input(app);
+        app.input = fresh_input();
         app.history.push(text.clone());
         app.history_pos = None;
         return start(app, text);
@@ -322,9 +322,8 @@ fn input_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     vec![]
 }
 
-fn fresh_input(app: &App) -> ratatui_textarea::TextArea<'static> {
+fn fresh_input() -> ratatui_textarea::TextArea<'static> {
     let mut t = ratatui_textarea::TextArea::default();
-    let _ = app;
     t.set_placeholder_text("Follow up, or Ctrl+N for a new conversation. F1 lists every key.");
     t
 }
@@ -341,7 +340,7 @@ fn history(app: &mut App, dir: i32) {
     };
     if pos >= n {
         app.history_pos = None;
-        app.input = fresh_input(app);
+        app.input = fresh_input();
         return;
     }
     let pos = pos.clamp(0, n - 1) as usize;

@@ -291,3 +291,28 @@ async fn models(State(inner): State<Arc<Mutex<Inner>>>) -> Json<Value> {
         json!({"object": "list", "data": ids.iter().map(|id| json!({"id": id, "context_window": 4096})).collect::<Vec<_>>()}),
     )
 }
+
+/// A fetched model file, when it is there. Outside CI a missing one skips the test with a message;
+/// in CI (CI=true) it fails it, since `.ci/run` fetches the models first.
+pub fn fetched(path: std::path::PathBuf) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} is missing: CI must run `moa pull` first",
+            path.display()
+        );
+    }
+    eprintln!("skipping: {} is missing (run `moa pull`)", path.display());
+    None
+}
+
+/// A file of reference vectors from `../shared/testdata`, beside the repository.
+pub fn shared_testdata(name: &str) -> Value {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata")
+        .join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}

@@ -7,31 +7,9 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use moa_workbench::provider::local::tokenizer::gpt2_byte_chars;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
-/// GPT-2's byte-to-unicode characters, in byte order.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut pairs: Vec<(u32, u32)> = bs.into_iter().zip(cs).collect();
-    pairs.sort();
-    pairs
-        .into_iter()
-        .map(|(_, c)| char::from_u32(c).unwrap())
-        .collect()
-}
 
 pub fn write(path: &Path) {
     let dev = Device::Cpu;
@@ -42,7 +20,7 @@ pub fn write(path: &Path) {
         "<|im_start|>".into(),
         "<|im_end|>".into(),
     ];
-    tokens.extend(byte_chars().into_iter().map(String::from));
+    tokens.extend(gpt2_byte_chars().into_iter().map(String::from));
     tokens.push("ab".into()); // the one merge below
     let vocab = tokens.len();
     let mut types = vec![3i32; 3];
@@ -102,8 +80,8 @@ pub fn write(path: &Path) {
             "tokenizer.ggml.merges",
             Value::Array(vec![Value::String(format!(
                 "{} {}",
-                byte_chars()[b'a' as usize],
-                byte_chars()[b'b' as usize]
+                gpt2_byte_chars()[b'a' as usize],
+                gpt2_byte_chars()[b'b' as usize]
             ))]),
         ),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),

@@ -44,8 +44,8 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// GPT-2's byte-to-unicode table, inverted: ByteLevel token strings back to bytes.
-fn unicode_to_byte() -> HashMap<char, u8> {
+/// GPT-2's byte-to-unicode table: the character ByteLevel writes for each byte, in byte order.
+pub fn gpt2_byte_chars() -> Vec<char> {
     let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)
@@ -59,9 +59,20 @@ fn unicode_to_byte() -> HashMap<char, u8> {
             n += 1;
         }
     }
-    bs.into_iter()
-        .zip(cs)
-        .map(|(b, c)| (char::from_u32(c).expect("valid"), b as u8))
+    let mut pairs: Vec<(u32, u32)> = bs.into_iter().zip(cs).collect();
+    pairs.sort_unstable();
+    pairs
+        .into_iter()
+        .map(|(_, c)| char::from_u32(c).expect("valid"))
+        .collect()
+}
+
+/// The table inverted: ByteLevel token strings back to bytes.
+fn unicode_to_byte() -> HashMap<char, u8> {
+    gpt2_byte_chars()
+        .into_iter()
+        .enumerate()
+        .map(|(b, c)| (c, b as u8))
         .collect()
 }
 
