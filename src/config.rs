@@ -74,6 +74,8 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     default_preset: Option<String>,
+    /// The model `moa sessions judge`, the TUI's compare view and `moa eval` use when none is given.
+    judge_model: Option<String>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderEntry>,
     #[serde(default)]
@@ -295,6 +297,8 @@ pub struct Config {
     /// The file it came from, when there was one.
     pub source: Option<PathBuf>,
     pub default_preset: String,
+    /// The judge for baseline comparisons, when the user set one.
+    pub judge_model: Option<String>,
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Providers the user configured (not only built in): `moa models` lists these first.
     pub user_providers: Vec<String>,
@@ -438,6 +442,7 @@ impl Config {
             default_preset: file
                 .default_preset
                 .unwrap_or_else(|| DEFAULT_PRESET.to_string()),
+            judge_model: file.judge_model,
             providers,
             user_providers,
             prices: file.prices,

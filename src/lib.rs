@@ -6,4 +6,5 @@ pub mod engine;
 pub mod fetch;
 pub mod metrics;
 pub mod provider;
+pub mod session;
 pub mod tui;

@@ -49,7 +49,10 @@ impl AgentSpec {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serialized (tagged by `op`) into sessions, so that a saved run shows and can re-run exactly the
+/// pipeline it ran, edits made in the workbench included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Step {
     /// Every agent answers the conversation independently.
     Propose {
@@ -105,7 +108,7 @@ pub enum Step {
 }
 
 /// When a concurrent step may move on before every call finished.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     pub quorum: Option<usize>,
     pub deadline_ms: Option<u64>,
@@ -141,7 +144,7 @@ impl Step {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Preset {
     pub name: String,
     pub description: String,
@@ -153,6 +156,22 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// One model answering the conversation on its own: the baseline of multi-turn evaluations, and
+    /// judge calls (which then get retries, limits, usage and cost like every other call).
+    pub fn single(name: &str, agent: AgentSpec) -> Preset {
+        Preset {
+            name: name.to_string(),
+            description: format!("{} on its own", agent.model),
+            steps: vec![Step::Propose {
+                agents: vec![agent],
+                gate: Gate::default(),
+            }],
+            baseline: None,
+            origin: "builtin".into(),
+            text: String::new(),
+        }
+    }
+
     /// Every model the preset may call, baseline included, without repeats.
     pub fn models(&self, with_baseline: bool) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

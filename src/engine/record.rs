@@ -50,6 +50,32 @@ pub struct CallRecord {
     pub finish_reason: Option<String>,
 }
 
+impl CallRecord {
+    /// A call that has produced nothing (yet): the start of placeholders and partial records.
+    pub fn empty(slot: usize, model: &str, temperature: Option<f64>, status: CallStatus) -> Self {
+        CallRecord {
+            slot,
+            model: model.to_string(),
+            temperature,
+            top_p: None,
+            max_tokens: None,
+            status,
+            error: None,
+            error_kind: None,
+            text: String::new(),
+            ttft_ms: None,
+            latency_ms: 0,
+            start_ms: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            usage_estimated: false,
+            cost_usd: None,
+            retries: 0,
+            finish_reason: None,
+        }
+    }
+}
+
 /// How the responses going into a call were shortened to fit a context window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Shortening {

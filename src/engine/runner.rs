@@ -967,24 +967,9 @@ const LIVE_AGREEMENT_EVERY: Duration = Duration::from_millis(500);
 
 fn placeholder_of(agent: &AgentSpec, slot: usize) -> CallRecord {
     CallRecord {
-        slot,
-        model: agent.model.clone(),
-        temperature: agent.temperature,
         top_p: agent.top_p,
         max_tokens: agent.max_tokens,
-        status: CallStatus::Cancelled,
-        error: None,
-        error_kind: None,
-        text: String::new(),
-        ttft_ms: None,
-        latency_ms: 0,
-        start_ms: 0,
-        tokens_in: 0,
-        tokens_out: 0,
-        usage_estimated: false,
-        cost_usd: None,
-        retries: 0,
-        finish_reason: None,
+        ..CallRecord::empty(slot, &agent.model, agent.temperature, CallStatus::Cancelled)
     }
 }
 

@@ -1,0 +1,691 @@
+//! Batch evaluation (`moa eval`): a preset against a single-model baseline over a prompt set, with an
+//! optional LLM judge and exact-match checks. Results are appended to `results.jsonl` as each prompt
+//! finishes (one fsync'd line each), so an interrupted evaluation resumes where it stopped: running
+//! the same command again skips every prompt already done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::exact::{self, Match};
+use super::judge::{self, Judgement, Outcome};
+use super::stats::{self, Spread};
+use crate::engine::preset::{AgentSpec, Preset};
+use crate::engine::record::{CallRecord, CallStatus, RunRecord};
+use crate::engine::{Engine, RunOptions};
+use crate::provider::Message;
+
+pub const EVAL_SCHEMA: &str = "moa.eval/1";
+pub const RESULTS: &str = "results.jsonl";
+pub const META: &str = "meta.json";
+
+/// One prompt of the set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Line in the prompts file (1-based).
+    pub line: usize,
+    /// Stable across runs: a hash of the turns (and of the occurrence, for repeated prompts).
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub turns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// Read a JSONL prompts file. Each line has `prompt` (or AlpacaEval's `instruction`, or MT-Bench's
+/// `turns`), optionally `reference` (or GSM8K's `answer`, its part after `####`), `id`, `category`.
+/// Bad lines are reported ("FILE:LINE: what") and skipped; the rest are used.
+pub fn read_prompts(path: &Path) -> Result<(Vec<Item>, Vec<String>), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the prompts file {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut items = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let raw = raw.trim();
+        if raw.is_empty() || raw.starts_with("//") {
+            continue;
+        }
+        let bad = |what: String| format!("{}:{line}: {what}; line skipped", path.display());
+        let v: serde_json::Value = match serde_json::from_str(raw) {
+            Ok(v) => v,
+            Err(e) => {
+                warnings.push(bad(format!("not JSON ({e})")));
+                continue;
+            }
+        };
+        let string = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let turns: Vec<String> = if let Some(p) = string("prompt").or_else(|| string("instruction"))
+        {
+            match string("input").filter(|s| !s.trim().is_empty()) {
+                Some(input) => vec![format!("{p}\n\n{input}")],
+                None => vec![p],
+            }
+        } else if let Some(t) = v.get("turns").and_then(|t| t.as_array()) {
+            t.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        } else {
+            warnings.push(bad(
+                "no \"prompt\", \"instruction\" or \"turns\" (a string, or a list of strings)"
+                    .into(),
+            ));
+            continue;
+        };
+        if turns.is_empty() || turns.iter().any(|t| t.trim().is_empty()) {
+            warnings.push(bad("the prompt is empty".into()));
+            continue;
+        }
+        let reference = match v.get("reference").or_else(|| v.get("answer")) {
+            Some(serde_json::Value::String(s)) => Some(
+                s.rsplit_once("####")
+                    .map(|(_, r)| r.trim().to_string())
+                    .unwrap_or_else(|| s.clone()),
+            ),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            // MT-Bench gives one reference per turn: the last turn's is the one checked.
+            Some(serde_json::Value::Array(a)) => {
+                a.last().and_then(|x| x.as_str()).map(str::to_string)
+            }
+            _ => None,
+        };
+        let mut h = Sha256::new();
+        for t in &turns {
+            h.update(t.as_bytes());
+            h.update([0u8]);
+        }
+        let digest: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let n = seen.entry(digest.clone()).or_insert(0);
+        *n += 1;
+        let key = if *n == 1 {
+            digest
+        } else {
+            format!("{digest}-{n}")
+        };
+        items.push(Item {
+            line,
+            key,
+            id: string("id").or_else(|| v.get("question_id").map(|q| q.to_string())),
+            turns,
+            reference: reference.filter(|r| !r.trim().is_empty()),
+            category: string("category"),
+        });
+    }
+    Ok((items, warnings))
+}
+
+/// What one prompt gave.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ItemResult {
+    pub key: String,
+    pub line: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub turns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The MoA run of the last turn; its `baseline` is the baseline's call for that turn.
+    pub run: RunRecord,
+    /// Final answers of earlier turns (multi-turn prompts), MoA and baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<[String; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_moa: Option<Match>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_baseline: Option<Match>,
+    /// Why this prompt has no usable MoA answer; such prompts are run again on resume.
+    pub error: Option<String>,
+    pub finished: String,
+}
+
+impl ItemResult {
+    pub fn moa_text(&self) -> Option<&str> {
+        self.run.final_answer.as_ref().map(|f| f.text.as_str())
+    }
+    pub fn baseline_ok(&self) -> Option<&CallRecord> {
+        self.run
+            .baseline
+            .as_ref()
+            .filter(|b| b.status == CallStatus::Ok)
+    }
+}
+
+/// What an evaluation folder was made for; a resume must match it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    pub schema: String,
+    pub preset: Preset,
+    pub prompts: PathBuf,
+    pub baseline: Option<AgentSpec>,
+    pub judge: Option<String>,
+    pub created: String,
+}
+
+impl Meta {
+    fn same_task(&self, other: &Meta) -> Option<String> {
+        let steps = |p: &Preset| serde_json::to_string(&p.steps).unwrap_or_default();
+        if self.preset.name != other.preset.name || steps(&self.preset) != steps(&other.preset) {
+            return Some(format!("preset {:?}", self.preset.name));
+        }
+        if self.baseline.as_ref().map(|b| &b.model) != other.baseline.as_ref().map(|b| &b.model) {
+            return Some("baseline".into());
+        }
+        if self.judge != other.judge {
+            return Some("judge".into());
+        }
+        None
+    }
+}
+
+pub struct Plan {
+    pub engine: Engine,
+    pub preset: Arc<Preset>,
+    pub baseline: Option<AgentSpec>,
+    pub judge: Option<String>,
+    pub concurrency: usize,
+    pub out: PathBuf,
+    pub prompts: PathBuf,
+}
+
+/// Progress reported after each prompt.
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub result: &'a ItemResult,
+}
+
+/// Results in `dir` so far: the newest line per key. A line cut short by a crash is ignored (its
+/// prompt runs again); the count of such lines is returned with them.
+pub fn load_results(dir: &Path) -> (BTreeMap<String, ItemResult>, usize) {
+    let mut out = BTreeMap::new();
+    let mut damaged = 0;
+    let Ok(text) = std::fs::read_to_string(dir.join(RESULTS)) else {
+        return (out, 0);
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<ItemResult>(line) {
+            Ok(r) => {
+                out.insert(r.key.clone(), r);
+            }
+            Err(_) => damaged += 1,
+        }
+    }
+    (out, damaged)
+}
+
+pub fn load_meta(dir: &Path) -> Result<Meta, String> {
+    let p = dir.join(META);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| format!("{}: not an evaluation folder ({e})", dir.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: damaged ({e})", p.display()))
+}
+
+/// Run every prompt not done yet. Returns how many were skipped as already done.
+pub async fn run(
+    plan: &Plan,
+    items: &[Item],
+    cancel: tokio_util::sync::CancellationToken,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<usize, String> {
+    let meta = Meta {
+        schema: "moa.eval-meta/1".into(),
+        preset: plan.preset.as_ref().clone(),
+        prompts: plan.prompts.clone(),
+        baseline: plan.baseline.clone(),
+        judge: plan.judge.clone(),
+        created: super::rfc3339(time::OffsetDateTime::now_utc()),
+    };
+    match load_meta(&plan.out) {
+        Ok(old) => {
+            if let Some(what) = old.same_task(&meta) {
+                return Err(format!(
+                    "{} holds an evaluation with another {what}; pass another --out to keep both",
+                    plan.out.display()
+                ));
+            }
+        }
+        Err(_) => {
+            let bytes = serde_json::to_vec_pretty(&meta).expect("meta serializes");
+            super::store::write_atomic(&plan.out.join(META), &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
+        }
+    }
+    let (done, _) = load_results(&plan.out);
+    let todo: Vec<&Item> = items
+        .iter()
+        .filter(|i| done.get(&i.key).is_none_or(|r| r.error.is_some()))
+        .collect();
+    let skipped = items.len() - todo.len();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(plan.out.join(RESULTS))
+        .map_err(|e| format!("cannot open {}: {e}", plan.out.join(RESULTS).display()))?;
+    let mut finished = skipped;
+    let mut stream = futures::stream::iter(todo)
+        .map(|item| run_item(plan, item))
+        .buffer_unordered(plan.concurrency.max(1));
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = stream.next() => r,
+        };
+        let Some(result) = next else { break };
+        let mut line = serde_json::to_vec(&result).expect("a result serializes");
+        line.push(b'\n');
+        // One write per line, then fsync: a kill can cut at most the line being written.
+        file.write_all(&line)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| format!("cannot append to {}: {e}", plan.out.join(RESULTS).display()))?;
+        finished += 1;
+        progress(Progress {
+            done: finished,
+            total: items.len(),
+            result: &result,
+        });
+    }
+    Ok(skipped)
+}
+
+async fn run_item(plan: &Plan, item: &Item) -> ItemResult {
+    let opts = || RunOptions {
+        baseline: false,
+        ..Default::default()
+    };
+    let mut moa_msgs: Vec<Message> = Vec::new();
+    let mut base_msgs: Vec<Message> = Vec::new();
+    let mut earlier = Vec::new();
+    let mut last: Option<RunRecord> = None;
+    let mut error = None;
+    let base_preset = plan
+        .baseline
+        .as_ref()
+        .map(|b| Arc::new(Preset::single("baseline", b.clone())));
+    for (t, turn) in item.turns.iter().enumerate() {
+        moa_msgs.push(Message::user(turn.clone()));
+        base_msgs.push(Message::user(turn.clone()));
+        // MoA and baseline run side by side, each continuing its own conversation (MT-Bench style).
+        let moa = plan
+            .engine
+            .run_to_end(plan.preset.clone(), moa_msgs.clone(), opts(), |_| {});
+        let base = async {
+            match &base_preset {
+                Some(p) => Some(
+                    plan.engine
+                        .run_to_end(p.clone(), base_msgs.clone(), opts(), |_| {})
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (mut run, base) = futures::join!(moa, base);
+        run.baseline = base.and_then(|b| b.steps.into_iter().next()?.calls.into_iter().next());
+        let moa_text = run.final_answer.as_ref().map(|f| f.text.clone());
+        let base_text = run
+            .baseline
+            .as_ref()
+            .map(|b| b.text.clone())
+            .unwrap_or_default();
+        if moa_text.is_none() {
+            error = Some(match t {
+                0 => "the MoA pipeline produced no answer".to_string(),
+                _ => format!("the MoA pipeline produced no answer at turn {}", t + 1),
+            });
+            last = Some(run);
+            break;
+        }
+        if t + 1 < item.turns.len() {
+            earlier.push([moa_text.clone().unwrap_or_default(), base_text.clone()]);
+        }
+        moa_msgs.push(Message::assistant(moa_text.unwrap_or_default()));
+        base_msgs.push(Message::assistant(base_text));
+        last = Some(run);
+    }
+    let run = last.expect("an item has at least one turn");
+    let mut result = ItemResult {
+        key: item.key.clone(),
+        line: item.line,
+        id: item.id.clone(),
+        turns: item.turns.clone(),
+        reference: item.reference.clone(),
+        run,
+        earlier,
+        judgement: None,
+        exact_moa: None,
+        exact_baseline: None,
+        error,
+        finished: String::new(),
+    };
+    if let (Some(reference), Some(text)) = (&item.reference, result.moa_text()) {
+        result.exact_moa = Some(exact::check(text, reference));
+        result.exact_baseline = result
+            .baseline_ok()
+            .map(|b| exact::check(&b.text, reference));
+    }
+    if let (Some(model), Some(moa), Some(base)) = (
+        &plan.judge,
+        result.moa_text().map(str::to_string),
+        result.baseline_ok().map(|b| b.text.clone()),
+    ) && result.error.is_none()
+    {
+        let question = if item.turns.len() == 1 {
+            item.turns[0].clone()
+        } else {
+            // Earlier turns as context; the answers judged are the last turn's.
+            item.turns
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("(Turn {}) {t}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        };
+        result.judgement = Some(judge::judge(&plan.engine, model, &question, &moa, &base).await);
+    }
+    result.finished = super::rfc3339(time::OffsetDateTime::now_utc());
+    result
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JudgeSummary {
+    pub model: String,
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+    pub inconsistent: usize,
+    /// Pairs the judge could not decide (it failed or gave no verdict); not in the rate.
+    pub errors: usize,
+    pub win_rate: f64,
+    pub ci95: [f64; 2],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Accuracy {
+    pub moa: f64,
+    pub baseline: Option<f64>,
+    pub n: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Latency {
+    pub moa_p50: Option<u64>,
+    pub moa_p95: Option<u64>,
+    pub baseline_p50: Option<u64>,
+    pub baseline_p95: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct PerSide {
+    pub moa: f64,
+    pub baseline: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepAgreement {
+    pub step: usize,
+    pub op: String,
+    pub method: String,
+    pub spread: Spread,
+}
+
+/// The evaluation summary (`moa eval --json`, CONTRACT.md `moa.eval/1`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub schema: String,
+    pub preset: String,
+    pub baseline_model: Option<String>,
+    pub prompts: usize,
+    pub done: usize,
+    pub errors: usize,
+    pub skipped_done: usize,
+    pub judge: Option<JudgeSummary>,
+    pub accuracy: Option<Accuracy>,
+    pub latency_ms: Latency,
+    /// Totals over the prompts done.
+    pub cost_usd: PerSide,
+    pub cost_per_prompt_usd: PerSide,
+    /// Tokens in + out per prompt (mean).
+    pub tokens_per_prompt: PerSide,
+    /// True when some model had no price: costs are then lower bounds.
+    pub cost_incomplete: bool,
+    pub agreement: Vec<StepAgreement>,
+    pub out: PathBuf,
+}
+
+/// Summarize the results of `items` (those of the prompts file; others in the folder are ignored).
+pub fn summarize(
+    meta: &Meta,
+    items: &[Item],
+    results: &BTreeMap<String, ItemResult>,
+    skipped_done: usize,
+    out: &Path,
+) -> Summary {
+    let rs: Vec<&ItemResult> = items.iter().filter_map(|i| results.get(&i.key)).collect();
+    let ok: Vec<&ItemResult> = rs.iter().copied().filter(|r| r.error.is_none()).collect();
+    let judge = meta.judge.as_ref().map(|model| {
+        let js: Vec<&Judgement> = ok.iter().filter_map(|r| r.judgement.as_ref()).collect();
+        let count = |o: Outcome| js.iter().filter(|j| j.outcome == o).count();
+        let (wins, ties, losses) = (
+            count(Outcome::Win),
+            count(Outcome::Tie),
+            count(Outcome::Loss),
+        );
+        let n = wins + ties + losses;
+        let win_rate = if n == 0 {
+            0.0
+        } else {
+            (wins as f64 + ties as f64 / 2.0) / n as f64
+        };
+        let ci = stats::wilson95(win_rate, n).unwrap_or((0.0, 1.0));
+        JudgeSummary {
+            model: model.clone(),
+            wins,
+            ties,
+            losses,
+            inconsistent: js.iter().filter(|j| j.inconsistent).count(),
+            errors: count(Outcome::Error),
+            win_rate: round3(win_rate),
+            ci95: [round3(ci.0), round3(ci.1)],
+        }
+    });
+    let checked: Vec<&ItemResult> = ok
+        .iter()
+        .copied()
+        .filter(|r| r.exact_moa.is_some())
+        .collect();
+    let accuracy = (!checked.is_empty()).then(|| {
+        let frac = |f: &dyn Fn(&ItemResult) -> Option<bool>| {
+            let v: Vec<bool> = checked.iter().filter_map(|r| f(r)).collect();
+            (!v.is_empty())
+                .then(|| round3(v.iter().filter(|x| **x).count() as f64 / v.len() as f64))
+        };
+        Accuracy {
+            moa: frac(&|r| r.exact_moa.as_ref().map(|m| m.correct)).unwrap_or(0.0),
+            baseline: frac(&|r| r.exact_baseline.as_ref().map(|m| m.correct)),
+            n: checked.len(),
+        }
+    });
+    let moa_lat: Vec<f64> = ok.iter().map(|r| r.run.wall_ms as f64).collect();
+    let base_lat: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.baseline_ok().map(|b| b.latency_ms as f64))
+        .collect();
+    let p = |v: &[f64], q| stats::percentile(v, q).map(|x| x as u64);
+    let moa_cost: f64 = rs.iter().map(|r| r.run.usage.cost_usd).sum();
+    let bases: Vec<&CallRecord> = rs.iter().filter_map(|r| r.run.baseline.as_ref()).collect();
+    let base_cost: f64 = bases.iter().filter_map(|b| b.cost_usd).sum();
+    let has_base = !bases.is_empty();
+    let n = rs.len().max(1) as f64;
+    let moa_tokens: Vec<f64> = rs
+        .iter()
+        .map(|r| (r.run.usage.tokens_in + r.run.usage.tokens_out) as f64)
+        .collect();
+    let base_tokens: Vec<f64> = bases
+        .iter()
+        .map(|b| (b.tokens_in + b.tokens_out) as f64)
+        .collect();
+    let cost_incomplete = rs.iter().any(|r| r.run.usage.cost_incomplete)
+        || bases
+            .iter()
+            .any(|b| b.cost_usd.is_none() && b.tokens_in + b.tokens_out > 0);
+    let mut per_step: BTreeMap<usize, (String, String, Vec<f64>)> = BTreeMap::new();
+    for r in &ok {
+        for (i, s) in r.run.steps.iter().enumerate() {
+            if let (Some(a), Some(m)) = (s.agreement, &s.agreement_method) {
+                per_step
+                    .entry(i)
+                    .or_insert_with(|| (s.op.clone(), m.clone(), Vec::new()))
+                    .2
+                    .push(a);
+            }
+        }
+    }
+    Summary {
+        schema: EVAL_SCHEMA.into(),
+        preset: meta.preset.name.clone(),
+        baseline_model: meta.baseline.as_ref().map(|b| b.model.clone()),
+        prompts: items.len(),
+        done: ok.len(),
+        errors: rs.len() - ok.len(),
+        skipped_done,
+        judge,
+        accuracy,
+        latency_ms: Latency {
+            moa_p50: p(&moa_lat, 0.5),
+            moa_p95: p(&moa_lat, 0.95),
+            baseline_p50: p(&base_lat, 0.5),
+            baseline_p95: p(&base_lat, 0.95),
+        },
+        cost_usd: PerSide {
+            moa: moa_cost,
+            baseline: has_base.then_some(base_cost),
+        },
+        cost_per_prompt_usd: PerSide {
+            moa: moa_cost / n,
+            baseline: has_base.then(|| base_cost / bases.len() as f64),
+        },
+        tokens_per_prompt: PerSide {
+            moa: stats::mean(&moa_tokens).unwrap_or(0.0).round(),
+            baseline: stats::mean(&base_tokens).map(f64::round),
+        },
+        cost_incomplete,
+        agreement: per_step
+            .into_iter()
+            .filter_map(|(step, (op, method, v))| {
+                Some(StepAgreement {
+                    step,
+                    op,
+                    method,
+                    spread: stats::spread(&v)?,
+                })
+            })
+            .collect(),
+        out: out.to_path_buf(),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The folder an evaluation writes to when `--out` is not given: one per (preset, prompts file,
+/// baseline, judge), so that running the same command again resumes it.
+pub fn default_out(
+    evals_dir: &Path,
+    preset: &Preset,
+    prompts: &Path,
+    baseline: Option<&str>,
+    judge: Option<&str>,
+) -> PathBuf {
+    let abs = std::fs::canonicalize(prompts).unwrap_or_else(|_| prompts.to_path_buf());
+    let mut h = Sha256::new();
+    for part in [
+        preset.name.as_str(),
+        &serde_json::to_string(&preset.steps).unwrap_or_default(),
+        &abs.to_string_lossy(),
+        baseline.unwrap_or(""),
+        judge.unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest: String = h.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stem = prompts
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    evals_dir.join(format!(
+        "{}-{}-{digest}",
+        super::slug(&preset.name, 40),
+        super::slug(&stem, 40)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_prompt_format_and_reports_bad_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("p.jsonl");
+        std::fs::write(
+            &p,
+            concat!(
+                "{\"prompt\": \"What is 2+2?\", \"reference\": \"4\"}\n",
+                "\n",
+                "{\"instruction\": \"Write a haiku\"}\n",
+                "{\"turns\": [\"Hi\", \"And then?\"], \"reference\": [\"a\", \"b\"], \"question_id\": 81}\n",
+                "not json\n",
+                "{\"question\": \"no prompt field\"}\n",
+                "{\"prompt\": \"   \"}\n",
+                "{\"prompt\": \"GSM\", \"answer\": \"work... #### 1,200\"}\n",
+                "{\"prompt\": \"What is 2+2?\"}\n",
+            ),
+        )
+        .unwrap();
+        let (items, warnings) = read_prompts(&p).unwrap();
+        assert_eq!(items.len(), 5);
+        assert_eq!(items[0].reference.as_deref(), Some("4"));
+        assert_eq!(items[1].turns, ["Write a haiku"]);
+        assert_eq!(items[2].turns.len(), 2);
+        assert_eq!(items[2].reference.as_deref(), Some("b"));
+        assert_eq!(items[2].id.as_deref(), Some("81"));
+        assert_eq!(items[3].reference.as_deref(), Some("1,200"));
+        // The same prompt twice gets two keys.
+        assert_eq!(items[4].key, format!("{}-2", items[0].key));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("p.jsonl:5: not JSON"), "{warnings:?}");
+        assert!(warnings[1].contains(":6: no \"prompt\""), "{warnings:?}");
+        assert!(
+            warnings[2].contains(":7: the prompt is empty"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_prompt_set_reads_cleanly() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/starter.jsonl");
+        let (items, warnings) = read_prompts(&p).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(items.len() >= 20);
+        assert!(items.iter().filter(|i| i.reference.is_some()).count() >= 10);
+    }
+}

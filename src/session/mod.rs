@@ -1,0 +1,165 @@
+//! Sessions (a conversation and every run made in it, saved as JSON), the single-model baseline
+//! comparison, the LLM judge, and batch evaluation. No terminal code: the CLI and the TUI print.
+
+pub mod compare;
+pub mod eval;
+pub mod exact;
+pub mod export;
+pub mod judge;
+pub mod recorder;
+pub mod stats;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::preset::Preset;
+use crate::engine::record::RunRecord;
+use crate::provider::{Message, Role};
+
+pub const SESSION_SCHEMA: &str = "moa.session/1";
+/// The schema version this build reads and writes.
+pub const SESSION_VERSION: u32 = 1;
+
+/// One conversation with the workbench and every run made in it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub schema: String,
+    /// Stable: the file name and what commands take. Made from the creation time and first prompt.
+    pub id: String,
+    /// For people; made from the first prompt, the user may rename it.
+    pub name: String,
+    pub created: String,
+    pub updated: String,
+    /// The conversation so far: every user turn and the final answer that followed it.
+    pub messages: Vec<Message>,
+    pub runs: Vec<SessionRun>,
+    /// A run that was under way when this file was written. Present after a crash or `kill -9`:
+    /// it holds every call that had finished and the text the others had streamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<SessionRun>,
+}
+
+/// A run as the session keeps it: the record, the pipeline exactly as it ran, and judge verdicts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRun {
+    /// The preset as it was for this run (models, temperatures, prompts; edits made in the TUI
+    /// included), so the run can be read and re-run later even if the preset file changed.
+    pub preset: Preset,
+    pub record: RunRecord,
+    /// True for a re-aggregation of an earlier run's answers (its proposers were not called again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reaggregated: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judgements: Vec<judge::Judgement>,
+}
+
+impl Session {
+    /// A new session for a conversation that starts with `messages`.
+    pub fn new(messages: &[Message]) -> Session {
+        let now = time::OffsetDateTime::now_utc();
+        let first = messages
+            .iter()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        let stamp = now
+            .format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .unwrap_or_default();
+        let slug = slug(first, 32);
+        let id = if slug.is_empty() {
+            stamp
+        } else {
+            format!("{stamp}-{slug}")
+        };
+        Session {
+            schema: SESSION_SCHEMA.into(),
+            id,
+            name: title(first, 60),
+            created: rfc3339(now),
+            updated: rfc3339(now),
+            messages: messages.to_vec(),
+            runs: Vec::new(),
+            in_progress: None,
+        }
+    }
+
+    pub fn touch(&mut self) {
+        self.updated = rfc3339(time::OffsetDateTime::now_utc());
+    }
+
+    /// The latest run that finished, if any.
+    pub fn last_run(&self) -> Option<&SessionRun> {
+        self.runs.last()
+    }
+
+    /// Add a finished run. A run that continues the conversation (its messages extend the session's)
+    /// appends its final answer as the assistant's turn; a re-run of the same turn replaces that answer.
+    pub fn push_run(&mut self, run: SessionRun) {
+        let msgs = &run.record.messages;
+        let mut conversation = msgs.clone();
+        if let Some(f) = &run.record.final_answer {
+            conversation.push(Message::assistant(f.text.clone()));
+        }
+        // The longest of the two wins: re-aggregating an old run must not cut later turns off.
+        if conversation.len() >= self.messages.len() || !self.messages.starts_with(msgs) {
+            self.messages = conversation;
+        }
+        self.in_progress = None;
+        self.runs.push(run);
+        self.touch();
+    }
+}
+
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A file-name-safe slug of the first words of `text`: lowercase ASCII letters, digits and dashes.
+pub fn slug(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= max {
+            break;
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+/// The first line of `text`, at most `max` characters, with an ellipsis when cut.
+pub fn title(text: &str, max: usize) -> String {
+    let line = text.trim().lines().next().unwrap_or("").trim();
+    if line.chars().count() <= max {
+        return line.to_string();
+    }
+    let mut s: String = line.chars().take(max - 1).collect();
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names_come_from_the_first_prompt() {
+        let s = Session::new(&[Message::user(
+            "Explain B-trees vs. LSM-trees, please!\nMore",
+        )]);
+        assert!(
+            s.id.ends_with("-explain-b-trees-vs-lsm-trees-ple"),
+            "{}",
+            s.id
+        );
+        assert_eq!(s.name, "Explain B-trees vs. LSM-trees, please!");
+        assert_eq!(slug("  ¿Qué?  ", 10), "qu");
+        assert_eq!(title(&"x".repeat(100), 10).chars().count(), 10);
+    }
+}

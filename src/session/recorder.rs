@@ -1,0 +1,300 @@
+//! Keeps a session file up to date while runs happen: the session is written when a run starts,
+//! each time a call finishes (and every few seconds while answers stream), and when the run ends.
+//! If the process dies, the file holds the conversation, every finished run, and the run under way
+//! with every finished call and the text the others had streamed.
+//!
+//! Writes happen on a background thread (a slow disk never stalls the TUI); they are coalesced, so
+//! only the newest state is written when they pile up, and `flush` waits for the last one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::store::{Store, write_atomic};
+use super::{Session, SessionRun};
+use crate::engine::events::{RunEvent, Stage};
+use crate::engine::preset::Preset;
+use crate::engine::record::{CallRecord, CallStatus, RUN_SCHEMA, RunRecord, StepRecord, Usage};
+use crate::provider::Message;
+
+/// While answers stream, the session is written at least this often.
+const STREAM_SAVE_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Recorder {
+    pub store: Store,
+    pub session: Session,
+    partial: Option<Partial>,
+    saver: Saver,
+    last_save: Instant,
+    /// The last write error, for the front end to show (writes go on being tried).
+    pub error: Option<String>,
+}
+
+struct Partial {
+    preset: Preset,
+    messages: Vec<Message>,
+    reaggregated: bool,
+    id: String,
+    created: String,
+    ops: Vec<&'static str>,
+    started: Instant,
+    done: BTreeMap<usize, StepRecord>,
+    calls: BTreeMap<(usize, usize), CallRecord>,
+    baseline: Option<CallRecord>,
+    dirty: bool,
+}
+
+const BASELINE_KEY: usize = usize::MAX;
+
+fn key(stage: Stage, slot: usize) -> (usize, usize) {
+    match stage {
+        Stage::Step(i) => (i, slot),
+        Stage::Baseline => (BASELINE_KEY, slot),
+    }
+}
+
+impl Recorder {
+    pub fn new(store: Store, session: Session) -> Recorder {
+        Recorder {
+            store,
+            session,
+            partial: None,
+            saver: Saver::spawn(),
+            last_save: Instant::now(),
+            error: None,
+        }
+    }
+
+    /// A run starts: save the session with the turn it answers, before any token is spent.
+    pub fn begin(&mut self, preset: &Preset, messages: &[Message], reaggregated: bool) {
+        self.partial = Some(Partial {
+            preset: preset.clone(),
+            messages: messages.to_vec(),
+            reaggregated,
+            id: String::new(),
+            created: super::rfc3339(time::OffsetDateTime::now_utc()),
+            ops: Vec::new(),
+            started: Instant::now(),
+            done: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            baseline: None,
+            dirty: true,
+        });
+        self.save();
+    }
+
+    pub fn event(&mut self, ev: &RunEvent) {
+        let Some(p) = self.partial.as_mut() else {
+            return;
+        };
+        let mut save_now = false;
+        match ev {
+            RunEvent::RunStarted { run, ops, .. } => {
+                p.id = run.to_string();
+                p.ops = ops.clone();
+            }
+            RunEvent::CallStarted {
+                tag, temperature, ..
+            } => {
+                let mut r =
+                    CallRecord::empty(tag.slot, &tag.model, *temperature, CallStatus::Cancelled);
+                r.error = Some("interrupted: moa stopped while this call was streaming".into());
+                r.start_ms = p.started.elapsed().as_millis() as u64;
+                p.calls.insert(key(tag.stage, tag.slot), r);
+            }
+            RunEvent::Delta { tag, text } => {
+                if let Some(r) = p.calls.get_mut(&key(tag.stage, tag.slot)) {
+                    r.text.push_str(text);
+                    p.dirty = true;
+                }
+            }
+            RunEvent::CallFinished { tag, record } | RunEvent::CallFailed { tag, record } => {
+                if tag.stage == Stage::Baseline {
+                    p.baseline = Some(record.clone());
+                }
+                p.calls.insert(key(tag.stage, tag.slot), record.clone());
+                save_now = true;
+            }
+            RunEvent::StepDone { step, record, .. } => {
+                p.done.insert(*step, record.clone());
+                save_now = true;
+            }
+            RunEvent::RunDone { record } => {
+                self.finish(record.as_ref().clone());
+                return;
+            }
+            _ => {}
+        }
+        p.dirty |= save_now;
+        if save_now || (p.dirty && self.last_save.elapsed() >= STREAM_SAVE_EVERY) {
+            self.save();
+        }
+    }
+
+    /// The run ended: it joins the session's runs and the session is written.
+    pub fn finish(&mut self, record: RunRecord) {
+        let Some(p) = self.partial.take() else {
+            return;
+        };
+        self.session.push_run(SessionRun {
+            preset: p.preset,
+            record,
+            reaggregated: p.reaggregated,
+            judgements: Vec::new(),
+        });
+        self.save();
+    }
+
+    /// Write the session as it stands (the run under way included) in the background.
+    pub fn save(&mut self) {
+        if let Some(p) = self.partial.as_mut() {
+            self.session.in_progress = Some(p.snapshot());
+            p.dirty = false;
+        }
+        self.session.touch();
+        let bytes = serde_json::to_vec_pretty(&self.session).expect("a session serializes");
+        self.session.in_progress = None;
+        self.saver.write(self.store.path(&self.session.id), bytes);
+        self.last_save = Instant::now();
+    }
+
+    /// Wait until every write asked for so far is on disk; the first error, if any.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if let Some(e) = self.saver.flush() {
+            self.error = Some(e);
+        }
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.partial.is_some()
+    }
+}
+
+impl Partial {
+    fn snapshot(&self) -> SessionRun {
+        let mut steps = Vec::new();
+        let mut usage = Usage::default();
+        for (i, op) in self.ops.iter().enumerate() {
+            if let Some(s) = self.done.get(&i) {
+                s.calls.iter().for_each(|c| usage.add(c));
+                steps.push(s.clone());
+                continue;
+            }
+            let calls: Vec<CallRecord> = self
+                .calls
+                .range((i, 0)..(i, usize::MAX))
+                .map(|(_, c)| c.clone())
+                .collect();
+            if calls.is_empty() {
+                break;
+            }
+            calls.iter().for_each(|c| usage.add(c));
+            steps.push(StepRecord {
+                op: op.to_string(),
+                agreement: None,
+                agreement_method: None,
+                agreement_matrix: None,
+                calls,
+                responses: Vec::new(),
+                shortened: None,
+                notes: vec!["the run was interrupted during this step".into()],
+                wall_ms: 0,
+            });
+        }
+        let baseline = self.baseline.clone().or_else(|| {
+            self.calls
+                .range((BASELINE_KEY, 0)..=(BASELINE_KEY, usize::MAX))
+                .map(|(_, c)| c.clone())
+                .next()
+        });
+        SessionRun {
+            preset: self.preset.clone(),
+            record: RunRecord {
+                schema: RUN_SCHEMA.into(),
+                id: self.id.clone(),
+                created: self.created.clone(),
+                preset: self.preset.name.clone(),
+                messages: self.messages.clone(),
+                steps,
+                final_answer: None,
+                baseline,
+                wall_ms: self.started.elapsed().as_millis() as u64,
+                usage,
+                cancelled: false,
+            },
+            reaggregated: self.reaggregated,
+            judgements: Vec::new(),
+        }
+    }
+}
+
+/// A background writer of whole files; the newest content for a path wins.
+struct Saver {
+    tx: mpsc::Sender<Job>,
+}
+
+enum Job {
+    Write(PathBuf, Vec<u8>),
+    Flush(mpsc::Sender<Option<String>>),
+}
+
+impl Saver {
+    fn spawn() -> Saver {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("moa-session-writer".into())
+            .spawn(move || {
+                let mut error: Option<String> = None;
+                while let Ok(first) = rx.recv() {
+                    // Take everything queued: only the newest content of each file is written.
+                    let mut jobs = vec![first];
+                    jobs.extend(rx.try_iter());
+                    let mut writes: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+                    let mut flushes = Vec::new();
+                    for j in jobs {
+                        match j {
+                            Job::Write(p, b) => {
+                                writes.retain(|(q, _)| *q != p);
+                                writes.push((p, b));
+                            }
+                            Job::Flush(reply) => flushes.push(reply),
+                        }
+                    }
+                    for (p, b) in writes {
+                        if let Err(e) = write_atomic(&p, &b) {
+                            error = Some(format!("cannot save the session {}: {e}", p.display()));
+                        }
+                    }
+                    for f in flushes {
+                        let _ = f.send(error.take());
+                    }
+                }
+            })
+            .expect("a thread starts");
+        Saver { tx }
+    }
+
+    fn write(&self, path: PathBuf, bytes: Vec<u8>) {
+        let _ = self.tx.send(Job::Write(path, bytes));
+    }
+
+    fn flush(&self) -> Option<String> {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Job::Flush(tx)).is_err() {
+            return Some("the session writer stopped".into());
+        }
+        rx.recv()
+            .unwrap_or(Some("the session writer stopped".into()))
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.saver.flush();
+    }
+}
