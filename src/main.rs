@@ -28,6 +28,13 @@ struct Args {
 enum Command {
     /// One headless run: the final answer streams to stdout, progress to stderr.
     Run(cli::run::RunArgs),
+    /// Batch evaluation: a preset against a baseline over a prompt set, judged; resumable.
+    Eval(cli::eval::EvalArgs),
+    /// Saved sessions: list, show (--compare for MoA vs baseline), export, rm, rename, judge.
+    Sessions {
+        #[command(subcommand)]
+        command: cli::sessions::SessionsCommand,
+    },
     /// List or show presets.
     Presets {
         #[command(subcommand)]
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
             PresetsCommand::List => cli::presets::list(args.config.as_deref()),
             PresetsCommand::Show { name } => cli::presets::show(args.config.as_deref(), &name),
         },
+        Some(Command::Eval(a)) => cli::eval::main(args.config.as_deref(), a),
+        Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),
         None => moa_workbench::tui::main(args.config.as_deref(), args.preset),

@@ -6,34 +6,11 @@ use std::path::Path;
 use std::process::Output;
 
 use support::{Reply, Server};
-use tokio::io::AsyncWriteExt;
 
 const KEY: &str = "sk-cli-test-SECRET-9f8e7d";
 
 async fn moa(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moa"));
-    cmd.args(args)
-        .env("MOA_HOME", home)
-        .env("FAKE_API_KEY", KEY)
-        .env_remove("GROQ_API_KEY")
-        .env_remove("TOGETHER_API_KEY")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(input).await.unwrap();
-    }
-    drop(pipe);
-    let out = child.wait_with_output().await.unwrap();
-    for stream in [&out.stdout, &out.stderr] {
-        assert!(
-            !String::from_utf8_lossy(stream).contains(KEY),
-            "the key leaked into the output"
-        );
-    }
-    out
+    support::moa(home, args, stdin, KEY).await
 }
 
 fn text(b: &[u8]) -> String {

@@ -1,8 +1,10 @@
-//! Headless front ends: `moa run`, `moa presets`, `moa models`.
+//! Headless front ends: `moa run`, `moa eval`, `moa sessions`, `moa presets`, `moa models`.
 
+pub mod eval;
 pub mod models;
 pub mod presets;
 pub mod run;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,6 +13,9 @@ use crate::engine::{RunEvent, RunOptions, Stage};
 use crate::fetch;
 use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::{Message, Role};
+use crate::session::Session;
+use crate::session::recorder::Recorder;
+use crate::session::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -25,6 +28,10 @@ pub struct RunArgs {
     /// Do not save the run as a session.
     #[arg(long)]
     pub no_save: bool,
+    /// Continue this session (id, id prefix or part of its name): its conversation comes first and
+    /// the run is added to it.
+    #[arg(long, value_name = "ID", conflicts_with = "conversation")]
+    pub session: Option<String>,
     /// Skip the preset's baseline model.
     #[arg(long)]
     pub no_baseline: bool,
@@ -45,16 +52,32 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
         .clone()
         .unwrap_or_else(|| s.config.default_preset.clone());
     let preset = preset::load(&preset_name, &s.config.folders.presets_dir(), &s.templates)?;
-    let messages = conversation(&args)?;
+    let store = Store::new(s.config.folders.sessions_dir());
+    let earlier = match &args.session {
+        Some(key) => Some(
+            store
+                .resolve(key)
+                .map_err(|e| CliError::usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let messages = conversation(&args, earlier.as_ref().map(|s| s.messages.clone()))?;
     preflight(&s.config, &preset, !args.no_baseline)?;
     fetch_local_models(&s.config, &preset, !args.no_baseline)?;
+    // The session is written when the run starts, as calls finish, and at the end (unless --no-save).
+    let mut recorder = (!args.no_save).then(|| {
+        let session = earlier.unwrap_or_else(|| Session::new(&messages));
+        let mut r = Recorder::new(store, session);
+        r.begin(&preset, &messages, false);
+        r
+    });
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     let mut printer = Printer::new(args.json, args.quiet);
-    let (printer, record) = rt.block_on(async {
+    let printer = rt.block_on(async {
         let opts = RunOptions {
             baseline: !args.no_baseline,
             ..Default::default()
@@ -76,14 +99,25 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
         let printing = tokio::spawn(async move {
             while let Some(ev) = h.events.recv().await {
                 printer.event(&ev);
+                if let Some(r) = recorder.as_mut() {
+                    r.event(&ev);
+                }
             }
-            printer
+            (printer, recorder)
         });
         let record = h.done.await.expect("the run task does not panic");
-        (printing.await.expect("the printer does not panic"), record)
+        let (printer, recorder) = printing.await.expect("the printer does not panic");
+        (printer, record, recorder)
     });
-    let mut printer = printer;
+    let (mut printer, record, recorder) = (printer.0, printer.1, printer.2);
     printer.finish(&record);
+    if let Some(mut r) = recorder {
+        match r.flush() {
+            Ok(()) if !args.quiet => eprintln!("moa: saved in session {}", r.session.id),
+            Ok(()) => {}
+            Err(e) => eprintln!("moa: {e}"),
+        }
+    }
     Ok(match &record.final_answer {
         Some(f) if f.status == CallStatus::Ok => 0,
         _ => 1,
@@ -91,8 +125,9 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
 }
 
 /// The prompt from the argument or stdin, after the earlier turns of --conversation.
-fn conversation(args: &RunArgs) -> Result<Vec<Message>, CliError> {
+fn conversation(args: &RunArgs, earlier: Option<Vec<Message>>) -> Result<Vec<Message>, CliError> {
     let mut messages: Vec<Message> = match &args.conversation {
+        _ if earlier.is_some() => earlier.unwrap_or_default(),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 CliError::usage(format!(

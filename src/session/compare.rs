@@ -84,7 +84,7 @@ pub fn compare(run: &SessionRun) -> Comparison {
 
 pub fn fmt_cost(c: Option<f64>) -> String {
     match c {
-        Some(c) if c == 0.0 => "$0".into(),
+        Some(0.0) => "$0".into(),
         Some(c) if c < 0.01 => format!("${c:.5}"),
         Some(c) => format!("${c:.4}"),
         None => "n/a".into(),

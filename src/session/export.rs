@@ -82,7 +82,7 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
     if let Some(b) = &c.baseline {
         let _ = writeln!(
             out,
-            "Baseline {}: {} ms, {} tokens, {}. MoA/baseline: latency {}, tokens {}, cost {}.",
+            "{}: {} ms, {} tokens, {}. MoA/baseline: latency {}, tokens {}, cost {}.",
             b.label,
             b.latency_ms,
             b.tokens_in + b.tokens_out,
@@ -96,9 +96,9 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
     for j in &run.judgements {
         let _ = writeln!(
             out,
-            "Judge {}: MoA **{:?}**{}.\n",
+            "Judge {}: MoA **{}**{}.\n",
             j.judge_model,
-            j.outcome,
+            j.outcome.as_str(),
             if j.inconsistent {
                 " (the two orders disagreed)"
             } else {

@@ -35,6 +35,17 @@ pub enum Outcome {
     Error,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Win => "win",
+            Outcome::Tie => "tie",
+            Outcome::Loss => "loss",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// One order of the pair as the judge saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderVerdict {

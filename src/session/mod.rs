@@ -7,6 +7,7 @@ pub mod exact;
 pub mod export;
 pub mod judge;
 pub mod recorder;
+pub mod report;
 pub mod stats;
 pub mod store;
 

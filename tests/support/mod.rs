@@ -316,3 +316,39 @@ pub fn shared_testdata(name: &str) -> Value {
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
 }
+
+/// Run the `moa` binary with `MOA_HOME=home` and `FAKE_API_KEY=key`, feeding `stdin`; fails the test
+/// if the key shows up in its output.
+#[allow(dead_code)]
+pub async fn moa(
+    home: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    key: &str,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moa"));
+    cmd.args(args)
+        .env("MOA_HOME", home)
+        .env("FAKE_API_KEY", key)
+        .env_remove("MOA_MODELS_DIR")
+        .env_remove("GROQ_API_KEY")
+        .env_remove("TOGETHER_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).await.unwrap();
+    }
+    drop(pipe);
+    let out = child.wait_with_output().await.unwrap();
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(
+            !String::from_utf8_lossy(stream).contains(key),
+            "the key leaked into the output"
+        );
+    }
+    out
+}

@@ -1,0 +1,263 @@
+//! `moa eval`: a preset against a single-model baseline over a prompt set; `--compare A B` puts two
+//! evaluations side by side.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{CliError, setup};
+use crate::engine::preset::{self, AgentSpec, Preset, Step};
+use crate::session::eval::{self, Item, Plan};
+use crate::session::report;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Preset name or path.
+    #[arg(long, required_unless_present = "compare")]
+    pub preset: Option<String>,
+    /// JSONL prompts: `prompt` (or `instruction`, or `turns`), optional `reference`.
+    #[arg(long, value_name = "FILE", required_unless_present = "compare")]
+    pub prompts: Option<PathBuf>,
+    /// The single model to beat (PROVIDER/MODEL); default: the preset's baseline.
+    #[arg(long, value_name = "MODEL")]
+    pub baseline: Option<String>,
+    /// No baseline at all (then no judge either).
+    #[arg(long, conflicts_with = "baseline")]
+    pub no_baseline: bool,
+    /// Judge model for MoA-vs-baseline verdicts; default: `judge_model` in the config, else none.
+    #[arg(long, value_name = "MODEL")]
+    pub judge: Option<String>,
+    /// Prompts run at once (each runs its whole pipeline; provider limits still apply).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Results folder; default: one per preset, prompts file, baseline and judge under the data
+    /// folder, so that the same command resumes.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Only the first N prompts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print the summary as JSON (moa.eval/1) instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Compare two evaluation folders instead of running one.
+    #[arg(long, num_args = 2, value_names = ["DIR_A", "DIR_B"], conflicts_with_all = ["preset", "prompts"])]
+    pub compare: Option<Vec<PathBuf>>,
+}
+
+pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> {
+    if let Some(dirs) = &args.compare {
+        return compare(&dirs[0], &dirs[1], args.json);
+    }
+    let s = setup(config_path)?;
+    let preset_name = args.preset.clone().unwrap_or_default();
+    let mut preset = preset::load(&preset_name, &s.config.folders.presets_dir(), &s.templates)?;
+    let prompts_path = args.prompts.clone().unwrap_or_default();
+    let (mut items, warnings) = eval::read_prompts(&prompts_path).map_err(CliError::usage)?;
+    for w in &warnings {
+        eprintln!("moa: {w}");
+    }
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    if items.is_empty() {
+        return Err(CliError::usage(format!(
+            "{} has no usable prompts (one JSON object per line with \"prompt\")",
+            prompts_path.display()
+        )));
+    }
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        match &args.baseline {
+            // The preset's baseline settings (temperature, max_tokens) with another model; else the
+            // aggregator's max_tokens, so both sides may write answers of the same length.
+            Some(m) => Some(match &preset.baseline {
+                Some(b) => AgentSpec {
+                    model: m.clone(),
+                    ..b.clone()
+                },
+                None => AgentSpec {
+                    max_tokens: last_agent(&preset).and_then(|a| a.max_tokens),
+                    ..AgentSpec::model(m)
+                },
+            }),
+            None => preset.baseline.clone(),
+        }
+    };
+    let judge = if baseline.is_some() {
+        args.judge.clone().or_else(|| s.config.judge_model.clone())
+    } else {
+        if args.judge.is_some() {
+            return Err(CliError::usage(
+                "--judge compares MoA with a baseline: give --baseline MODEL or use a preset with one",
+            ));
+        }
+        None
+    };
+    preset.baseline = baseline.clone();
+    super::run::preflight(&s.config, &preset, true)?;
+    if let Some(j) = &judge {
+        let jp = Preset::single("judge", AgentSpec::model(j));
+        super::run::preflight(&s.config, &jp, false)?;
+        super::run::fetch_local_models(&s.config, &jp, false)?;
+    }
+    super::run::fetch_local_models(&s.config, &preset, true)?;
+    preset.baseline = None;
+    let out = args.out.clone().unwrap_or_else(|| {
+        eval::default_out(
+            &s.config.folders.data_dir.join("evals"),
+            &preset,
+            &prompts_path,
+            baseline.as_ref().map(|b| b.model.as_str()),
+            judge.as_deref(),
+        )
+    });
+    let plan = Plan {
+        engine: s.engine.clone(),
+        preset: Arc::new(preset),
+        baseline,
+        judge,
+        concurrency: args.concurrency.max(1),
+        out: out.clone(),
+        prompts: std::fs::canonicalize(&prompts_path).unwrap_or(prompts_path.clone()),
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let bar = indicatif::ProgressBar::new(items.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:30} {pos}/{len} prompts · {elapsed} elapsed · ETA {eta} {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let outcome = rt.block_on(async {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel();
+            }
+        });
+        eval::run(&plan, &items, cancel.clone(), |p| {
+            bar.set_position(p.done as u64);
+            let r = p.result;
+            let what = match (&r.error, &r.judgement) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, Some(j)) => format!(
+                    "judge: {}{}",
+                    j.outcome.as_str(),
+                    if j.inconsistent {
+                        " (inconsistent)"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, None) => "done".into(),
+            };
+            bar.println(format!("  line {:>4}: {what}", r.line));
+        })
+        .await
+    });
+    bar.finish_and_clear();
+    // Ctrl-C cancelled the runs in flight; drop them without waiting.
+    rt.shutdown_background();
+    let skipped = outcome.map_err(CliError::failed)?;
+    let (results, damaged) = eval::load_results(&out);
+    if damaged > 0 {
+        eprintln!(
+            "moa: {damaged} cut-off line(s) in {} were ignored (those prompts ran again)",
+            out.join(eval::RESULTS).display()
+        );
+    }
+    let meta = eval::load_meta(&out).map_err(CliError::failed)?;
+    let summary = eval::summarize(&meta, &items, &results, skipped, &out);
+    write_reports(&summary)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report::text(&summary));
+    }
+    if cancel.is_cancelled() {
+        eprintln!(
+            "moa: interrupted: {} of {} prompts done; run the same command again to go on",
+            summary.done, summary.prompts
+        );
+        return Ok(130);
+    }
+    Ok(if summary.errors == 0 { 0 } else { 1 })
+}
+
+fn write_reports(s: &eval::Summary) -> Result<(), CliError> {
+    let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+    for (name, bytes) in [
+        ("summary.json", json),
+        ("report.md", report::markdown(s).into_bytes()),
+    ] {
+        crate::session::store::write_atomic(&s.out.join(name), &bytes).map_err(|e| {
+            CliError::failed(format!("cannot write {}: {e}", s.out.join(name).display()))
+        })?;
+    }
+    Ok(())
+}
+
+fn last_agent(p: &Preset) -> Option<&AgentSpec> {
+    p.steps.iter().rev().find_map(|s| match s {
+        Step::Aggregate { agent, .. }
+        | Step::SelfMoaSeq { agent, .. }
+        | Step::Vote { agent, .. } => Some(agent),
+        Step::Propose { agents, .. } => agents.first(),
+        _ => None,
+    })
+}
+
+fn compare(a: &Path, b: &Path, json: bool) -> Result<u8, CliError> {
+    let load = |d: &Path| -> Result<_, CliError> {
+        let meta = eval::load_meta(d).map_err(CliError::usage)?;
+        let (results, _) = eval::load_results(d);
+        Ok((meta, results))
+    };
+    let (ma, ra) = load(a)?;
+    let (mb, rb) = load(b)?;
+    // Only prompts both ran, so that neither side looks better for having run easier prompts.
+    let common: Vec<Item> = ra
+        .values()
+        .filter(|r| rb.contains_key(&r.key))
+        .map(|r| Item {
+            line: r.line,
+            key: r.key.clone(),
+            id: r.id.clone(),
+            turns: r.turns.clone(),
+            reference: r.reference.clone(),
+            category: None,
+        })
+        .collect();
+    if common.is_empty() {
+        return Err(CliError::usage(format!(
+            "{} and {} have no prompt in common",
+            a.display(),
+            b.display()
+        )));
+    }
+    let sa = eval::summarize(&ma, &common, &ra, 0, a);
+    let sb = eval::summarize(&mb, &common, &rb, 0, b);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"a": sa, "b": sb, "common": common.len()})
+            )
+            .unwrap_or_default()
+        );
+    } else {
+        print!("{}", report::compare(&sa, &sb, common.len()));
+    }
+    Ok(0)
+}
