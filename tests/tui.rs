@@ -432,3 +432,347 @@ fn reaggregation_with_an_edited_prompt() {
     // The edited prompt stays for the next runs.
     assert_eq!(a.aggregate_prompt(), Some(edited.as_str()));
 }
+
+#[test]
+fn compare_view_and_judge() {
+    let mut a = finished();
+    a.judge_model = Some("fake/judge".into());
+    update(&mut a, key(KeyCode::F(3)));
+    assert_eq!(a.overlay, Overlay::Compare);
+    let s = screen(&a, 120, 30);
+    assert!(
+        s.contains("MoA (demo)") && s.contains("baseline (fake/base)"),
+        "{s}"
+    );
+    assert!(s.contains("MoA / baseline: latency 3.1x"), "{s}");
+    let fx = update(&mut a, key(KeyCode::Char('j')));
+    match fx.as_slice() {
+        [
+            Effect::Judge {
+                run_id,
+                model,
+                moa,
+                baseline,
+                ..
+            },
+        ] => {
+            assert_eq!(run_id, "01TEST");
+            assert_eq!(model, "fake/judge");
+            assert_eq!(moa, "The capital of France is **Paris**.");
+            assert_eq!(baseline, "Paris.");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.judging);
+    // A second j while judging asks nothing.
+    assert!(update(&mut a, key(KeyCode::Char('j'))).is_empty());
+    let mut session = moa_workbench::session::Session::new(&[]);
+    session.runs.push(moa_workbench::session::SessionRun {
+        preset: a.preset.as_ref().clone(),
+        record: a.run.as_ref().unwrap().record.clone().unwrap(),
+        kind: Default::default(),
+        given_responses: vec![],
+        judgements: vec![],
+    });
+    a.session = Some(session);
+    let (outcome, inconsistent) = moa_workbench::session::judge::combine(
+        Some(moa_workbench::session::judge::Verdict::A),
+        Some(moa_workbench::session::judge::Verdict::B),
+    );
+    let j = moa_workbench::session::judge::Judgement {
+        judge_model: "fake/judge".into(),
+        created: String::new(),
+        outcome,
+        inconsistent,
+        orders: vec![],
+    };
+    let fx = update(
+        &mut a,
+        Msg::Judged {
+            run_id: "01TEST".into(),
+            judgement: Box::new(j),
+        },
+    );
+    assert!(matches!(fx.as_slice(), [Effect::StoreJudgement { .. }]));
+    assert!(!a.judging);
+    assert_eq!(a.session.as_ref().unwrap().runs[0].judgements.len(), 1);
+    insta::assert_snapshot!("compare", screen(&a, 120, 30));
+    update(&mut a, key(KeyCode::Esc));
+    assert_eq!(a.overlay, Overlay::None);
+}
+
+#[test]
+fn agents_editor_and_model_picker() {
+    let mut a = finished();
+    update(&mut a, key(KeyCode::F(4)));
+    assert_eq!(a.overlay, Overlay::Agents);
+    // Row 0 is alpha: warmer, longer.
+    update(&mut a, key(KeyCode::Char('+')));
+    update(&mut a, key(KeyCode::Char(']')));
+    let first = |a: &App| match &a.preset.steps[0] {
+        moa_workbench::engine::preset::Step::Propose { agents, .. } => agents.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(first(&a)[0].temperature, Some(0.8));
+    assert_eq!(first(&a)[0].max_tokens, Some(1024));
+    // Row 2 (charlie, no temperature set) starts from 0.7.
+    update(&mut a, key(KeyCode::Down));
+    update(&mut a, key(KeyCode::Down));
+    update(&mut a, key(KeyCode::Char('-')));
+    assert_eq!(first(&a)[2].temperature, Some(0.6));
+    // Add a copy, then remove it again.
+    update(&mut a, key(KeyCode::Char('a')));
+    assert_eq!(first(&a).len(), 4);
+    update(&mut a, key(KeyCode::Char('d')));
+    assert_eq!(first(&a).len(), 3);
+    // The selection stays on the row: now the aggregator's; back up to charlie.
+    update(&mut a, key(KeyCode::Up));
+    insta::assert_snapshot!("agents", screen(&a, 120, 30));
+    // The model picker: the preset's models at once, providers' lists as they come.
+    let fx = update(&mut a, key(KeyCode::Char('m')));
+    assert_eq!(fx, vec![Effect::ListModels]);
+    assert_eq!(a.overlay, Overlay::ModelPicker);
+    update(
+        &mut a,
+        Msg::ModelsListed {
+            models: vec!["fake/zulu-70b".into(), "fake/alpha".into()],
+            errors: vec!["groq: 401".into()],
+            done: true,
+        },
+    );
+    type_text(&mut a, "zulu");
+    assert_eq!(a.picker.matches(), vec!["fake/zulu-70b"]);
+    update(&mut a, key(KeyCode::Enter));
+    assert_eq!(a.overlay, Overlay::Agents);
+    assert_eq!(first(&a)[2].model, "fake/zulu-70b");
+    // A model nobody listed can be typed whole.
+    update(&mut a, key(KeyCode::Char('m')));
+    type_text(&mut a, "other/custom-model");
+    update(&mut a, key(KeyCode::Enter));
+    assert_eq!(first(&a)[2].model, "other/custom-model");
+    update(&mut a, key(KeyCode::Esc));
+    assert_eq!(a.overlay, Overlay::None);
+    // The next run uses the edited agents.
+    update(&mut a, key_mod(KeyCode::Char('r'), KeyModifiers::CONTROL));
+    let panes: Vec<String> = a.run.as_ref().unwrap().steps[0]
+        .panes
+        .iter()
+        .map(|p| p.model.clone())
+        .collect();
+    assert_eq!(panes, ["fake/alpha", "fake/bravo", "other/custom-model"]);
+}
+
+#[test]
+fn one_proposer_re_runs_into_its_own_pane() {
+    let mut a = finished();
+    // Focus bravo (Tab: input -> alpha -> bravo) and press r.
+    update(&mut a, key(KeyCode::Tab));
+    update(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.focus, Focus::Pane(PaneId::Call(0, 1)));
+    let fx = update(&mut a, key(KeyCode::Char('r')));
+    match fx.as_slice() {
+        [Effect::RerunCall { agent, messages }] => {
+            assert_eq!(agent.model, "fake/bravo");
+            assert_eq!(agent.temperature, Some(0.9));
+            assert_eq!(messages.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.running);
+    assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "");
+    // The one-call run's step 0 / slot 0 is bravo's pane.
+    delta(&mut a, Stage::Step(0), 0, "fake/bravo", "Paris, again.");
+    assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "Paris, again.");
+    assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().text, ALPHA);
+    let mut rec = call(0, "fake/bravo", "Paris, again.", CallStatus::Ok, 800, 100);
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::CallFinished {
+            tag: tag(Stage::Step(0), 0, "fake/bravo"),
+            record: rec.clone(),
+        })),
+    );
+    rec.slot = 0;
+    let record = RunRecord {
+        schema: "moa.run/1".into(),
+        id: "03".into(),
+        created: String::new(),
+        preset: "re-run".into(),
+        messages: vec![],
+        steps: vec![moa_workbench::engine::record::StepRecord {
+            op: "propose".into(),
+            agreement: None,
+            agreement_method: None,
+            agreement_matrix: None,
+            calls: vec![rec],
+            responses: vec![[0, 0]],
+            shortened: None,
+            notes: vec![],
+            wall_ms: 800,
+        }],
+        final_answer: None,
+        baseline: None,
+        wall_ms: 800,
+        usage: Usage::default(),
+        cancelled: false,
+    };
+    update(
+        &mut a,
+        Msg::Run(Box::new(RunEvent::RunDone {
+            record: Box::new(record),
+        })),
+    );
+    assert!(!a.running);
+    assert!(a.status.contains("Ctrl+A re-aggregates"), "{}", a.status);
+    assert_eq!(
+        a.conversation.len(),
+        2,
+        "a re-run proposer is not a new turn"
+    );
+    // Re-aggregating now uses the new answer.
+    match update(&mut a, key_mod(KeyCode::Char('a'), KeyModifiers::CONTROL)).as_slice() {
+        [Effect::Reaggregate { responses, .. }] => {
+            assert_eq!(
+                responses,
+                &vec![ALPHA.to_string(), "Paris, again.".to_string()]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
+    use moa_workbench::session::{RunKind, Session, SessionRun};
+    let done = finished();
+    let record = done.run.as_ref().unwrap().record.clone().unwrap();
+    let mut s = Session::new(&[moa_workbench::provider::Message::user(
+        "What is the capital of France?",
+    )]);
+    s.name = "capital of France".into();
+    let mut first = record.clone();
+    first.id = "R1".into();
+    first.messages = vec![moa_workbench::provider::Message::user(
+        "What is the capital of France?",
+    )];
+    first.steps = vec![
+        moa_workbench::engine::record::StepRecord {
+            op: "propose".into(),
+            agreement: Some(0.77),
+            agreement_method: Some("minilm".into()),
+            agreement_matrix: Some(vec![vec![1.0, 0.77], vec![0.77, 1.0]]),
+            calls: vec![
+                call(0, "fake/alpha", "Saved alpha.", CallStatus::Ok, 1000, 100),
+                call(1, "fake/bravo", "Saved bravo.", CallStatus::Ok, 1100, 100),
+            ],
+            responses: vec![[0, 0], [0, 1]],
+            shortened: None,
+            notes: vec![],
+            wall_ms: 1100,
+        },
+        moa_workbench::engine::record::StepRecord {
+            op: "aggregate".into(),
+            agreement: None,
+            agreement_method: None,
+            agreement_matrix: None,
+            calls: vec![call(
+                0,
+                "fake/agg",
+                "Saved final.",
+                CallStatus::Ok,
+                500,
+                100,
+            )],
+            responses: vec![[1, 0]],
+            shortened: None,
+            notes: vec![],
+            wall_ms: 500,
+        },
+    ];
+    first.final_answer.as_mut().unwrap().text = "Saved final.".into();
+    s.push_run(SessionRun {
+        preset: preset().as_ref().clone(),
+        record: first.clone(),
+        kind: RunKind::Run,
+        given_responses: vec![],
+        judgements: vec![],
+    });
+    let mut second = first.clone();
+    second.id = "R2".into();
+    second.steps = vec![second.steps[1].clone()];
+    second.steps[0].calls[0].text = "Re-aggregated final.".into();
+    second.final_answer.as_mut().unwrap().text = "Re-aggregated final.".into();
+    s.push_run(SessionRun {
+        preset: preset().as_ref().clone(),
+        record: second,
+        kind: RunKind::Reaggregate,
+        given_responses: vec!["Saved alpha.".into(), "Saved bravo.".into()],
+        judgements: vec![],
+    });
+
+    let mut a = app();
+    let fx = update(&mut a, key_mod(KeyCode::Char('o'), KeyModifiers::CONTROL));
+    assert_eq!(fx, vec![Effect::ListSessions]);
+    assert_eq!(a.overlay, Overlay::Sessions);
+    let summary = |id: &str, name: &str| moa_workbench::session::store::Summary {
+        id: id.into(),
+        name: name.into(),
+        created: "2026-11-21T10:00:00Z".into(),
+        updated: "2026-11-21T10:00:00Z".into(),
+        runs: 2,
+        turns: 1,
+        preset: Some("demo".into()),
+        interrupted: false,
+        path: "x".into(),
+    };
+    update(
+        &mut a,
+        Msg::SessionsListed {
+            sessions: vec![
+                summary("S1", "capital of France"),
+                summary("S2", "B-trees vs LSM"),
+            ],
+            skipped: vec!["broken.json: damaged session file".into()],
+        },
+    );
+    insta::assert_snapshot!("sessions", screen(&a, 120, 30));
+    type_text(&mut a, "lsm");
+    assert_eq!(a.browser.matches().len(), 1);
+    update(&mut a, key(KeyCode::Backspace));
+    update(&mut a, key(KeyCode::Backspace));
+    update(&mut a, key(KeyCode::Backspace));
+    type_text(&mut a, "france");
+    assert_eq!(
+        update(&mut a, key(KeyCode::Enter)),
+        vec![Effect::OpenSession("S1".into())]
+    );
+    update(&mut a, Msg::SessionOpened(Ok(Box::new(s))));
+    assert_eq!(a.overlay, Overlay::None);
+    assert_eq!(a.conversation.len(), 2);
+    assert_eq!(a.conversation[1].content, "Re-aggregated final.");
+    // The last run shows: a re-aggregation, with the answers it was given in the proposer panes.
+    assert_eq!(a.shown_run, Some(1));
+    assert_eq!(a.pane(PaneId::Final).unwrap().text, "Re-aggregated final.");
+    assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "Saved bravo.");
+    // Alt+Left: the first run, with its agreement.
+    update(&mut a, key_mod(KeyCode::Left, KeyModifiers::ALT));
+    assert_eq!(a.shown_run, Some(0));
+    assert_eq!(a.pane(PaneId::Final).unwrap().text, "Saved final.");
+    assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().status, PaneStatus::Done);
+    assert_eq!(
+        a.run.as_ref().unwrap().steps[0]
+            .agreement
+            .as_ref()
+            .unwrap()
+            .value,
+        0.77
+    );
+    let s = screen(&a, 120, 30);
+    assert!(s.contains("session: capital of France · run 1/2"), "{s}");
+    // Continuing: a follow-up goes with the whole conversation.
+    type_text(&mut a, "And Germany?");
+    match update(&mut a, key(KeyCode::Enter)).as_slice() {
+        [Effect::StartRun { messages, .. }] => assert_eq!(messages.len(), 3),
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,9 +4,52 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{CliError, setup};
+use super::{CliError, Setup, setup};
 use crate::config::ProviderKind;
 use crate::engine::preset::{self, catalogue};
+
+/// Models named in config.toml (`[prices]`, `[models]`) or in a preset.
+pub fn configured(s: &Setup) -> BTreeSet<String> {
+    let mut configured: BTreeSet<String> = s.config.prices.keys().cloned().collect();
+    configured.extend(s.config.models.keys().cloned());
+    for e in catalogue(&s.config.folders.presets_dir()) {
+        if let Ok(p) = preset::parse(Path::new(&e.name), &e.text, &s.templates) {
+            configured.extend(p.models(true));
+        }
+    }
+    configured
+}
+
+/// Providers worth asking for their models without being told to: configured by the user, or
+/// built in with their key set (asking the others would only fail).
+pub fn reachable_providers(s: &Setup) -> Vec<String> {
+    s.config
+        .providers
+        .iter()
+        .filter(|(name, p)| {
+            p.kind != ProviderKind::Local
+                && (s.config.user_providers.contains(name) || (p.key_required && p.key_available()))
+                && (!p.key_required || p.key_available())
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// What a provider lists at /v1/models, as `PROVIDER/MODEL`, within 15 s.
+pub async fn listed(engine: &crate::engine::Engine, provider: &str) -> Result<Vec<String>, String> {
+    let (handle, _) = engine
+        .registry
+        .get(&format!("{provider}/-"))
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(15), handle.provider.list_models()).await {
+        Ok(Ok(models)) => Ok(models
+            .into_iter()
+            .map(|m| format!("{provider}/{}", m.id))
+            .collect()),
+        Ok(Err(e)) => Err(format!("{provider}: {e}")),
+        Err(_) => Err(format!("{provider}: no answer within 15 s")),
+    }
+}
 
 pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError> {
     let s = setup(config)?;
@@ -23,14 +66,7 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
                 .join(", ")
         )));
     }
-    // Configured: named in config.toml or in a preset.
-    let mut configured: BTreeSet<String> = s.config.prices.keys().cloned().collect();
-    configured.extend(s.config.models.keys().cloned());
-    for e in catalogue(&s.config.folders.presets_dir()) {
-        if let Ok(p) = preset::parse(Path::new(&e.name), &e.text, &s.templates) {
-            configured.extend(p.models(true));
-        }
-    }
+    let configured = configured(&s);
     let wanted = |prov: &str| only.as_deref().is_none_or(|o| o == prov);
     println!("configured:");
     for m in configured

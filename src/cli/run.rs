@@ -13,9 +13,9 @@ use crate::engine::{RunEvent, RunOptions, Stage};
 use crate::fetch;
 use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::{Message, Role};
-use crate::session::Session;
 use crate::session::recorder::Recorder;
 use crate::session::store::Store;
+use crate::session::{RunKind, Session};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -68,7 +68,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
     let mut recorder = (!args.no_save).then(|| {
         let session = earlier.unwrap_or_else(|| Session::new(&messages));
         let mut r = Recorder::new(store, session);
-        r.begin(&preset, &messages, false);
+        r.begin(&preset, &messages, RunKind::Run, Vec::new());
         r
     });
 

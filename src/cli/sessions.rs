@@ -286,7 +286,7 @@ pub fn show_text(s: &Session, runs: &[usize], compare_view: bool, width: usize) 
             "\n── run {} · {}{} · {:.1} s · {} tokens · {}\n",
             i + 1,
             r.preset,
-            if run.reaggregated {
+            if run.kind == crate::session::RunKind::Reaggregate {
                 " (re-aggregated)"
             } else {
                 ""

@@ -48,7 +48,7 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
         out,
         "## Run {n}: {}{}\n",
         r.preset,
-        if run.reaggregated {
+        if run.kind == crate::session::RunKind::Reaggregate {
             " (re-aggregated)"
         } else {
             ""

@@ -47,11 +47,27 @@ pub struct SessionRun {
     /// included), so the run can be read and re-run later even if the preset file changed.
     pub preset: Preset,
     pub record: RunRecord,
-    /// True for a re-aggregation of an earlier run's answers (its proposers were not called again).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reaggregated: bool,
+    #[serde(default)]
+    pub kind: RunKind,
+    /// The answers a re-aggregation was given (they come from an earlier run, maybe with some
+    /// proposers re-run since), so the session shows what the aggregator saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub given_responses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub judgements: Vec<judge::Judgement>,
+}
+
+/// What a saved run was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// The whole pipeline.
+    #[default]
+    Run,
+    /// Only the aggregator, on an earlier run's answers (`given_responses`).
+    Reaggregate,
+    /// One proposer again (the workbench's "re-run this proposer").
+    Rerun,
 }
 
 impl Session {
@@ -104,7 +120,11 @@ impl Session {
             conversation.push(Message::assistant(f.text.clone()));
         }
         // The longest of the two wins: re-aggregating an old run must not cut later turns off.
-        if conversation.len() >= self.messages.len() || !self.messages.starts_with(msgs) {
+        // A re-run proposer's answer is not the turn's reply.
+        let replies = run.kind != RunKind::Rerun && run.record.final_answer.is_some();
+        if replies
+            && (conversation.len() >= self.messages.len() || !self.messages.starts_with(msgs))
+        {
             self.messages = conversation;
         }
         self.in_progress = None;

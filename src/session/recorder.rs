@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::store::{Store, write_atomic};
-use super::{Session, SessionRun};
+use super::{RunKind, Session, SessionRun};
 use crate::engine::events::{RunEvent, Stage};
 use crate::engine::preset::Preset;
 use crate::engine::record::{CallRecord, CallStatus, RUN_SCHEMA, RunRecord, StepRecord, Usage};
@@ -34,7 +34,8 @@ pub struct Recorder {
 struct Partial {
     preset: Preset,
     messages: Vec<Message>,
-    reaggregated: bool,
+    kind: RunKind,
+    given: Vec<String>,
     id: String,
     created: String,
     ops: Vec<&'static str>,
@@ -67,11 +68,18 @@ impl Recorder {
     }
 
     /// A run starts: save the session with the turn it answers, before any token is spent.
-    pub fn begin(&mut self, preset: &Preset, messages: &[Message], reaggregated: bool) {
+    pub fn begin(
+        &mut self,
+        preset: &Preset,
+        messages: &[Message],
+        kind: RunKind,
+        given: Vec<String>,
+    ) {
         self.partial = Some(Partial {
             preset: preset.clone(),
             messages: messages.to_vec(),
-            reaggregated,
+            kind,
+            given,
             id: String::new(),
             created: super::rfc3339(time::OffsetDateTime::now_utc()),
             ops: Vec::new(),
@@ -140,7 +148,8 @@ impl Recorder {
         self.session.push_run(SessionRun {
             preset: p.preset,
             record,
-            reaggregated: p.reaggregated,
+            kind: p.kind,
+            given_responses: p.given,
             judgements: Vec::new(),
         });
         self.save();
@@ -227,7 +236,8 @@ impl Partial {
                 usage,
                 cancelled: false,
             },
-            reaggregated: self.reaggregated,
+            kind: self.kind,
+            given_responses: self.given.clone(),
             judgements: Vec::new(),
         }
     }

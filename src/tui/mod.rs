@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{CliError, Setup, setup};
 use crate::engine::RunOptions;
 use crate::engine::preset::{self, catalogue};
+use crate::session::recorder::Recorder;
+use crate::session::store::Store;
+use crate::session::{RunKind, Session};
 use state::App;
 use update::{Effect, Msg, update};
 
@@ -38,6 +41,7 @@ pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, Cli
         .collect();
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut app = App::new(Arc::new(preset), presets, color);
+    app.judge_model = s.config.judge_model.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +62,12 @@ async fn event_loop(
 ) -> Result<(), CliError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut keys = EventStream::new();
-    let mut cancel: Option<CancellationToken> = None;
+    let mut io = Io {
+        tx: tx.clone(),
+        cancel: None,
+        store: Store::new(s.config.folders.sessions_dir()),
+        recorder: None,
+    };
     let mut last_draw = Instant::now() - FRAME;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     fetch_if_needed(s, app, &tx);
@@ -88,33 +97,72 @@ async fn event_loop(
                 continue;
             }
         };
-        let effects = update(app, msg);
+        let effects = io.update(app, msg);
         // Take whatever else is queued before drawing: a burst of tokens is one frame.
         let mut more = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            more.extend(update(app, m));
+            more.extend(io.update(app, m));
         }
         for e in effects.into_iter().chain(more) {
-            perform(s, app, e, &tx, &mut cancel);
+            perform(s, app, e, &mut io);
         }
         if app.quit {
-            if let Some(c) = cancel.take() {
+            if let Some(c) = io.cancel.take() {
                 c.cancel();
+            }
+            // What the run had so far is in the session file before the terminal goes back.
+            if let Some(r) = io.recorder.as_mut() {
+                r.save();
+                let _ = r.flush();
             }
             return Ok(());
         }
     }
 }
 
-fn perform(
-    s: &Setup,
-    app: &mut App,
-    e: Effect,
-    tx: &mpsc::UnboundedSender<Msg>,
-    cancel: &mut Option<CancellationToken>,
-) {
+/// What the loop owns besides the state: the event channel, the running run's cancel token and the
+/// session being written.
+struct Io {
+    tx: mpsc::UnboundedSender<Msg>,
+    cancel: Option<CancellationToken>,
+    store: Store,
+    recorder: Option<Recorder>,
+}
+
+impl Io {
+    /// `update`, with run events also going to the session recorder.
+    fn update(&mut self, app: &mut App, msg: Msg) -> Vec<Effect> {
+        let mut saved = None;
+        if let (Msg::Run(ev), Some(r)) = (&msg, self.recorder.as_mut()) {
+            r.event(ev);
+            if matches!(**ev, crate::engine::RunEvent::RunDone { .. }) {
+                saved = Some(Box::new(r.session.clone()));
+            }
+        }
+        let mut effects = update(app, msg);
+        if let Some(s) = saved {
+            effects.extend(update(app, Msg::SessionSaved(s)));
+        }
+        effects
+    }
+
+    /// The recorder for a run of `messages`: the open session's, or a new session's.
+    fn recorder(&mut self, messages: &[crate::provider::Message]) -> &mut Recorder {
+        let store = self.store.clone();
+        self.recorder
+            .get_or_insert_with(|| Recorder::new(store, Session::new(messages)))
+    }
+}
+
+fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
     match e {
         Effect::StartRun { messages, baseline } => {
+            let mut preset = app.preset.as_ref().clone();
+            if !baseline {
+                preset.baseline = None;
+            }
+            io.recorder(&messages)
+                .begin(&preset, &messages, RunKind::Run, Vec::new());
             let h = s.engine.start(
                 app.preset.clone(),
                 messages,
@@ -123,7 +171,7 @@ fn perform(
                     ..Default::default()
                 },
             );
-            forward(h, tx, cancel);
+            forward(h, io);
         }
         Effect::Reaggregate {
             messages,
@@ -131,17 +179,111 @@ fn perform(
             prompt,
         } => match s
             .engine
-            .reaggregate(&app.preset, prompt, messages, responses)
+            .reaggregate(&app.preset, prompt, messages.clone(), responses.clone())
         {
-            Ok(h) => forward(h, tx, cancel),
+            Ok(h) => {
+                io.recorder(&messages).begin(
+                    &app.preset,
+                    &messages,
+                    RunKind::Reaggregate,
+                    responses,
+                );
+                forward(h, io)
+            }
             Err(e) => {
                 app.running = false;
                 app.reaggregating = false;
                 app.status = e;
             }
         },
+        Effect::RerunCall { agent, messages } => {
+            let preset = Arc::new(crate::engine::preset::Preset::single("re-run", agent));
+            io.recorder(&messages)
+                .begin(&preset, &messages, RunKind::Rerun, Vec::new());
+            let h = s.engine.start(
+                preset,
+                messages,
+                RunOptions {
+                    baseline: false,
+                    ..Default::default()
+                },
+            );
+            forward(h, io);
+        }
+        Effect::NewSession => io.recorder = None,
+        Effect::ListSessions => {
+            let (sessions, bad) = io.store.list();
+            let _ = io.tx.send(Msg::SessionsListed {
+                sessions,
+                skipped: bad.iter().map(|e| e.to_string()).collect(),
+            });
+        }
+        Effect::OpenSession(id) => match io.store.resolve(&id) {
+            Ok(session) => {
+                if let Some(r) = io.recorder.as_mut() {
+                    let _ = r.flush();
+                }
+                io.recorder = Some(Recorder::new(io.store.clone(), session.clone()));
+                let _ = io.tx.send(Msg::SessionOpened(Ok(Box::new(session))));
+            }
+            Err(e) => {
+                let _ = io.tx.send(Msg::SessionOpened(Err(e.to_string())));
+            }
+        },
+        Effect::ListModels => {
+            let mut models: Vec<String> = crate::cli::models::configured(s).into_iter().collect();
+            models.push(format!("local/{}", crate::provider::local::EMBEDDED_MODEL));
+            let providers = crate::cli::models::reachable_providers(s);
+            let _ = io.tx.send(Msg::ModelsListed {
+                models,
+                errors: Vec::new(),
+                done: providers.is_empty(),
+            });
+            let engine = s.engine.clone();
+            let tx = io.tx.clone();
+            tokio::spawn(async move {
+                let n = providers.len();
+                for (i, p) in providers.into_iter().enumerate() {
+                    let (models, errors) = match crate::cli::models::listed(&engine, &p).await {
+                        Ok(m) => (m, Vec::new()),
+                        Err(e) => (Vec::new(), vec![e]),
+                    };
+                    let _ = tx.send(Msg::ModelsListed {
+                        models,
+                        errors,
+                        done: i + 1 == n,
+                    });
+                }
+            });
+        }
+        Effect::Judge {
+            run_id,
+            model,
+            question,
+            moa,
+            baseline,
+        } => {
+            let engine = s.engine.clone();
+            let tx = io.tx.clone();
+            tokio::spawn(async move {
+                let j =
+                    crate::session::judge::judge(&engine, &model, &question, &moa, &baseline).await;
+                let _ = tx.send(Msg::Judged {
+                    run_id,
+                    judgement: Box::new(j),
+                });
+            });
+        }
+        Effect::StoreJudgement { run_id, judgement } => {
+            if let Some(r) = io.recorder.as_mut()
+                && let Some(run) = r.session.runs.iter_mut().find(|x| x.record.id == run_id)
+            {
+                run.judgements.push(*judgement);
+                r.save();
+            }
+        }
         Effect::Cancel => {
-            if let Some(c) = cancel.as_ref() {
+            if let Some(c) = io.cancel.as_ref() {
                 c.cancel();
             }
         }
@@ -162,22 +304,18 @@ fn perform(
                         .map_err(|e| e.message)
                 });
             let ok = loaded.is_ok();
-            let _ = tx.send(Msg::PresetLoaded(loaded));
+            let _ = io.tx.send(Msg::PresetLoaded(loaded));
             if ok {
-                let _ = tx.send(Msg::Resize);
+                let _ = io.tx.send(Msg::Resize);
             }
         }
     }
 }
 
 /// Feed a run's events to the loop; remember how to cancel it.
-fn forward(
-    mut h: crate::engine::RunHandle,
-    tx: &mpsc::UnboundedSender<Msg>,
-    cancel: &mut Option<CancellationToken>,
-) {
-    *cancel = Some(h.cancel.clone());
-    let tx = tx.clone();
+fn forward(mut h: crate::engine::RunHandle, io: &mut Io) {
+    io.cancel = Some(h.cancel.clone());
+    let tx = io.tx.clone();
     tokio::spawn(async move {
         while let Some(ev) = h.events.recv().await {
             if tx.send(Msg::Run(Box::new(ev))).is_err() {

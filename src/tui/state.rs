@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ratatui_textarea::TextArea;
 
 use crate::engine::events::Stage;
-use crate::engine::preset::{Preset, Step};
+use crate::engine::preset::{AgentSpec, Preset, Step};
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::provider::Message;
 
@@ -85,6 +85,44 @@ impl Pane {
     }
 }
 
+pub fn agent_in(p: &Preset, r: AgentRef) -> Option<&AgentSpec> {
+    match r {
+        AgentRef::Baseline => p.baseline.as_ref(),
+        AgentRef::Many(i, k) => match p.steps.get(i)? {
+            Step::Propose { agents, .. }
+            | Step::Synthesize { agents, .. }
+            | Step::Refine { agents, .. } => agents.get(k),
+            _ => None,
+        },
+        AgentRef::One(i) => match p.steps.get(i)? {
+            Step::Aggregate { agent, .. }
+            | Step::Rank { agent, .. }
+            | Step::Vote { agent, .. }
+            | Step::SelfMoaSeq { agent, .. } => Some(agent),
+            _ => None,
+        },
+    }
+}
+
+pub fn agent_in_mut(p: &mut Preset, r: AgentRef) -> Option<&mut AgentSpec> {
+    match r {
+        AgentRef::Baseline => p.baseline.as_mut(),
+        AgentRef::Many(i, k) => match p.steps.get_mut(i)? {
+            Step::Propose { agents, .. }
+            | Step::Synthesize { agents, .. }
+            | Step::Refine { agents, .. } => agents.get_mut(k),
+            _ => None,
+        },
+        AgentRef::One(i) => match p.steps.get_mut(i)? {
+            Step::Aggregate { agent, .. }
+            | Step::Rank { agent, .. }
+            | Step::Vote { agent, .. }
+            | Step::SelfMoaSeq { agent, .. } => Some(agent),
+            _ => None,
+        },
+    }
+}
+
 /// Agreement of a step's answers, as last computed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgreementView {
@@ -121,6 +159,71 @@ pub enum Overlay {
     Help,
     /// Editing the aggregator's prompt (`App::editor`).
     PromptEditor,
+    /// Saved sessions, with a search line (`App::browser`).
+    Sessions,
+    /// MoA's final answer against the baseline, with costs, ratios and judge verdicts.
+    Compare,
+    /// Every agent of the preset: model, temperature, max tokens; add and remove proposers.
+    Agents,
+    /// Choosing a model for the selected agent (`App::picker`).
+    ModelPicker,
+}
+
+/// The sessions browser's state.
+#[derive(Default)]
+pub struct Browser {
+    pub all: Vec<crate::session::store::Summary>,
+    /// Files that could not be read (damaged, newer), shown as a count with the first reason.
+    pub skipped: Vec<String>,
+    pub query: String,
+    pub selected: usize,
+}
+
+impl Browser {
+    /// Sessions whose name or id contains every word of the query (case-insensitive).
+    pub fn matches(&self) -> Vec<&crate::session::store::Summary> {
+        let q = self.query.to_lowercase();
+        self.all
+            .iter()
+            .filter(|s| {
+                let hay = format!("{} {} {}", s.name, s.id, s.preset.as_deref().unwrap_or(""))
+                    .to_lowercase();
+                q.split_whitespace().all(|w| hay.contains(w))
+            })
+            .collect()
+    }
+}
+
+/// The model picker's state.
+#[derive(Default)]
+pub struct Picker {
+    pub models: Vec<String>,
+    /// Providers that could not be asked (/v1/models failed), with why.
+    pub errors: Vec<String>,
+    pub loading: bool,
+    pub query: String,
+    pub selected: usize,
+}
+
+impl Picker {
+    pub fn matches(&self) -> Vec<&str> {
+        let q = self.query.to_lowercase();
+        self.models
+            .iter()
+            .filter(|m| q.split_whitespace().all(|w| m.to_lowercase().contains(w)))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// One editable agent of the preset: where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentRef {
+    /// Agent `k` of step `i` (proposers, synthesizers, refiners).
+    Many(usize, usize),
+    /// The one agent of step `i` (aggregator, ranker, voter, self-moa-seq).
+    One(usize),
+    Baseline,
 }
 
 /// One run on screen.
@@ -163,6 +266,21 @@ pub struct App {
     /// Prompt templates by name, for the aggregator prompt editor.
     pub templates: Vec<(String, String)>,
     pub editor: TextArea<'static>,
+    /// The session this conversation is saved in (a copy of what is on disk).
+    pub session: Option<crate::session::Session>,
+    /// Which of the session's runs is shown, when browsing an opened session.
+    pub shown_run: Option<usize>,
+    pub browser: Browser,
+    pub picker: Picker,
+    /// Lines the help overlay is scrolled down (small terminals).
+    pub help_scroll: u16,
+    /// The selected row of the agents overlay.
+    pub agent_row: usize,
+    /// The judge for the compare view (config `judge_model`, else the aggregator's model).
+    pub judge_model: Option<String>,
+    pub judging: bool,
+    /// A single proposer re-running: the one-call run's events go to this pane (step, slot).
+    pub rerun: Option<(usize, usize)>,
     /// Where each pane was drawn in the last frame (for the mouse wheel).
     pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
 }
@@ -199,6 +317,15 @@ impl App {
                 .map(|(n, t)| (n.to_string(), t.trim_end_matches('\n').to_string()))
                 .collect(),
             editor: TextArea::default(),
+            session: None,
+            shown_run: None,
+            browser: Browser::default(),
+            picker: Picker::default(),
+            agent_row: 0,
+            help_scroll: 0,
+            judge_model: None,
+            judging: false,
+            rerun: None,
             areas: Default::default(),
         }
     }
@@ -274,6 +401,96 @@ impl App {
             record: None,
             started: std::time::Instant::now(),
         }
+    }
+
+    /// Every agent of the preset, in the order the agents overlay lists them.
+    pub fn agent_refs(&self) -> Vec<AgentRef> {
+        let mut v = Vec::new();
+        for (i, s) in self.preset.steps.iter().enumerate() {
+            match s {
+                Step::Propose { agents, .. }
+                | Step::Synthesize { agents, .. }
+                | Step::Refine { agents, .. } => {
+                    v.extend((0..agents.len()).map(|k| AgentRef::Many(i, k)))
+                }
+                Step::Aggregate { .. }
+                | Step::Rank { .. }
+                | Step::Vote { .. }
+                | Step::SelfMoaSeq { .. } => v.push(AgentRef::One(i)),
+                Step::Shuffle { .. } | Step::Dropout { .. } => {}
+            }
+        }
+        if self.preset.baseline.is_some() {
+            v.push(AgentRef::Baseline);
+        }
+        v
+    }
+
+    pub fn agent(&self, r: AgentRef) -> Option<&AgentSpec> {
+        agent_in(&self.preset, r)
+    }
+
+    /// The view of a saved run: panes filled from its record.
+    pub fn run_view_from(&self, run: &crate::session::SessionRun) -> RunView {
+        use crate::session::RunKind;
+        let record = &run.record;
+        let mut view = self.new_run_view(record.id.clone());
+        view.baseline = record
+            .baseline
+            .as_ref()
+            .map(|b| Pane::new(&b.model, b.temperature, self.color));
+        // A re-aggregation's one step is the final step; its given answers fill the last layer.
+        let offset = |i: usize| match (run.kind, view.final_step) {
+            (RunKind::Reaggregate, Some(fs)) => fs,
+            _ => i,
+        };
+        if run.kind == RunKind::Reaggregate
+            && let Some(layer) = (0..view.steps.len())
+                .rev()
+                .find(|i| Some(*i) != view.final_step && !view.steps[*i].panes.is_empty())
+        {
+            for (k, text) in run.given_responses.iter().enumerate() {
+                if let Some(p) = view.steps[layer].panes.get_mut(k) {
+                    p.text = text.clone();
+                    p.status = PaneStatus::Done;
+                }
+            }
+        }
+        for (i, step) in record.steps.iter().enumerate() {
+            let Some(sv) = view.steps.get_mut(offset(i)) else {
+                continue;
+            };
+            for c in &step.calls {
+                while sv.panes.len() <= c.slot {
+                    sv.panes
+                        .push(Pane::new(&c.model, c.temperature, self.color));
+                }
+                let p = &mut sv.panes[c.slot];
+                p.model = c.model.clone();
+                p.temperature = c.temperature;
+                p.finish(c);
+            }
+            if let (Some(value), Some(method)) = (step.agreement, &step.agreement_method) {
+                let slots: Vec<usize> = step
+                    .calls
+                    .iter()
+                    .filter(|c| c.status == CallStatus::Ok)
+                    .map(|c| c.slot)
+                    .collect();
+                sv.agreement = Some(AgreementView {
+                    value,
+                    method: method.clone(),
+                    matrix: step.agreement_matrix.clone().unwrap_or_default(),
+                    slots,
+                    live: false,
+                });
+            }
+        }
+        if let (Some(p), Some(b)) = (view.baseline.as_mut(), &record.baseline) {
+            p.finish(b);
+        }
+        view.record = Some(record.clone());
+        view
     }
 
     /// The steps that show proposer-style panes (several calls side by side).

@@ -7,10 +7,15 @@ use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
 };
 
-use super::state::{AgreementView, App, Focus, Overlay, PaneId, PaneStatus};
+use super::state::{
+    AgentRef, AgreementView, App, Focus, Overlay, PaneId, PaneStatus, agent_in_mut,
+};
 use crate::engine::RunEvent;
-use crate::engine::preset::Preset;
+use crate::engine::preset::{AgentSpec, Preset, Step};
 use crate::provider::Message;
+use crate::session::Session;
+use crate::session::judge::Judgement;
+use crate::session::store::Summary;
 
 pub enum Msg {
     Key(KeyEvent),
@@ -21,6 +26,23 @@ pub enum Msg {
     Fetch(String),
     FetchDone(Result<(), String>),
     PresetLoaded(Result<Arc<Preset>, String>),
+    SessionsListed {
+        sessions: Vec<Summary>,
+        skipped: Vec<String>,
+    },
+    SessionOpened(Result<Box<Session>, String>),
+    /// The session as saved after a run ended (the loop's recorder owns the file).
+    SessionSaved(Box<Session>),
+    /// Models for the picker; `done` when every provider has answered.
+    ModelsListed {
+        models: Vec<String>,
+        errors: Vec<String>,
+        done: bool,
+    },
+    Judged {
+        run_id: String,
+        judgement: Box<Judgement>,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -39,6 +61,27 @@ pub enum Effect {
     /// Put text on the clipboard (OSC 52).
     Copy(String),
     LoadPreset(String),
+    /// Run one proposer again (its events go to pane `step`/`slot`).
+    RerunCall {
+        agent: AgentSpec,
+        messages: Vec<Message>,
+    },
+    ListSessions,
+    OpenSession(String),
+    /// The next run starts a new session.
+    NewSession,
+    ListModels,
+    Judge {
+        run_id: String,
+        model: String,
+        question: String,
+        moa: String,
+        baseline: String,
+    },
+    StoreJudgement {
+        run_id: String,
+        judgement: Box<Judgement>,
+    },
 }
 
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
@@ -80,7 +123,96 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             app.status = e;
             vec![]
         }
+        Msg::SessionsListed { sessions, skipped } => {
+            app.browser.all = sessions;
+            app.browser.skipped = skipped;
+            app.browser.selected = 0;
+            vec![]
+        }
+        Msg::SessionOpened(Ok(s)) => {
+            open_session(app, *s);
+            vec![]
+        }
+        Msg::SessionOpened(Err(e)) => {
+            app.status = e;
+            vec![]
+        }
+        Msg::SessionSaved(s) => {
+            if app.status.starts_with("done") || app.status.starts_with("re-") {
+                app.status = format!("{} · saved in session {}", app.status, s.id);
+            }
+            app.shown_run = None;
+            app.session = Some(*s);
+            vec![]
+        }
+        Msg::ModelsListed {
+            models,
+            errors,
+            done,
+        } => {
+            for m in models {
+                if !app.picker.models.contains(&m) {
+                    app.picker.models.push(m);
+                }
+            }
+            app.picker.errors.extend(errors);
+            app.picker.loading = !done;
+            vec![]
+        }
+        Msg::Judged { run_id, judgement } => {
+            app.judging = false;
+            app.status = format!(
+                "judge {}: MoA {}{}",
+                judgement.judge_model,
+                judgement.outcome.as_str(),
+                if judgement.inconsistent {
+                    " (inconsistent: the orders disagreed)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(r) = app
+                .session
+                .as_mut()
+                .and_then(|s| s.runs.iter_mut().find(|r| r.record.id == run_id))
+            {
+                r.judgements.push((*judgement).clone());
+            }
+            vec![Effect::StoreJudgement { run_id, judgement }]
+        }
     }
+}
+
+/// Show an opened session: its conversation, and its last run in the panes.
+fn open_session(app: &mut App, s: Session) {
+    app.conversation = s.messages.clone();
+    app.status = format!(
+        "opened session {:?}: {} run(s) · Alt+←/→ browse runs · type to continue · Ctrl+A re-aggregates",
+        s.name,
+        s.runs.len()
+    );
+    let n = s.runs.len();
+    app.session = Some(s);
+    app.overlay = Overlay::None;
+    app.layer = None;
+    if n > 0 {
+        show_run(app, n - 1);
+    } else {
+        app.run = None;
+    }
+}
+
+/// Show run `k` of the session in the panes; later re-aggregation works on its answers.
+fn show_run(app: &mut App, k: usize) {
+    let Some(run) = app.session.as_ref().and_then(|s| s.runs.get(k)).cloned() else {
+        return;
+    };
+    app.preset = Arc::new(run.preset.clone());
+    app.run = Some(app.run_view_from(&run));
+    app.last_messages = run.record.messages.clone();
+    app.shown_run = Some(k);
+    app.layer = None;
+    app.focus = Focus::Input;
 }
 
 fn ctrl(k: &KeyEvent, c: char) -> bool {
@@ -92,15 +224,26 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         app.quit = true;
         return vec![];
     }
-    if app.overlay == Overlay::PromptEditor {
-        return editor_key(app, k);
+    match app.overlay {
+        Overlay::PromptEditor => return editor_key(app, k),
+        Overlay::Sessions => return browser_key(app, k),
+        Overlay::Compare => return compare_key(app, k),
+        Overlay::Agents => return agents_key(app, k),
+        Overlay::ModelPicker => return picker_key(app, k),
+        Overlay::None | Overlay::Help => {}
     }
     if app.overlay == Overlay::Help {
-        if matches!(
-            k.code,
-            KeyCode::Esc | KeyCode::F(1) | KeyCode::Char('q') | KeyCode::Char('?')
-        ) {
-            app.overlay = Overlay::None;
+        match k.code {
+            KeyCode::Esc | KeyCode::F(1) | KeyCode::Char('q') | KeyCode::Char('?') => {
+                app.overlay = Overlay::None;
+                app.help_scroll = 0;
+            }
+            KeyCode::Up | KeyCode::PageUp => app.help_scroll = app.help_scroll.saturating_sub(3),
+            KeyCode::Down | KeyCode::PageDown => {
+                let max = super::view::help_lines().saturating_sub(4);
+                app.help_scroll = (app.help_scroll + 3).min(max);
+            }
+            _ => {}
         }
         return vec![];
     }
@@ -139,6 +282,29 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             toggle_maximize(app);
             return vec![];
         }
+        KeyCode::F(3) => {
+            app.overlay = Overlay::Compare;
+            return vec![];
+        }
+        KeyCode::F(4) => {
+            app.overlay = Overlay::Agents;
+            app.agent_row = app.agent_row.min(app.agent_refs().len().saturating_sub(1));
+            return vec![];
+        }
+        KeyCode::Left | KeyCode::Right
+            if k.modifiers.contains(KeyModifiers::ALT) && !app.running =>
+        {
+            let n = app.session.as_ref().map_or(0, |s| s.runs.len());
+            if n == 0 {
+                app.status = "no saved runs in this session yet".into();
+                return vec![];
+            }
+            let cur = app.shown_run.unwrap_or(n - 1) as i64;
+            let next = (cur + if k.code == KeyCode::Left { -1 } else { 1 }).clamp(0, n as i64 - 1);
+            show_run(app, next as usize);
+            app.status = format!("run {} of {n} in this session", next + 1);
+            return vec![];
+        }
         KeyCode::Left if k.modifiers.contains(KeyModifiers::CONTROL) => {
             switch_layer(app, -1);
             return vec![];
@@ -171,8 +337,16 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if ctrl(&k, 'n') && !app.running {
         app.conversation.clear();
         app.run = None;
-        app.status = "new conversation".into();
-        return vec![];
+        app.session = None;
+        app.shown_run = None;
+        app.status = "new conversation (a new session is saved with its first run)".into();
+        return vec![Effect::NewSession];
+    }
+    if ctrl(&k, 'o') && !app.running {
+        app.overlay = Overlay::Sessions;
+        app.browser.query.clear();
+        app.browser.selected = 0;
+        return vec![Effect::ListSessions];
     }
     if ctrl(&k, 'p') && !app.running {
         let i = app
@@ -391,6 +565,244 @@ fn pane_key(app: &mut App, id: PaneId, k: KeyEvent) -> Vec<Effect> {
             }
         }
         KeyCode::Char('i') => app.focus = Focus::Input,
+        KeyCode::Char('r') => return rerun_proposer(app, id),
+        _ => {}
+    }
+    vec![]
+}
+
+/// Run one proposer of the first layer again, on the same conversation; its pane shows the new
+/// answer and a re-aggregation (Ctrl+A) then uses it.
+fn rerun_proposer(app: &mut App, id: PaneId) -> Vec<Effect> {
+    let PaneId::Call(step, slot) = id else {
+        app.status = "r re-runs a proposer: focus a proposer pane (Tab)".into();
+        return vec![];
+    };
+    if app.running {
+        app.status = "a run is in progress: wait, or Esc to cancel it".into();
+        return vec![];
+    }
+    let agent = match app.preset.steps.get(step) {
+        Some(Step::Propose { agents, .. }) => agents.get(slot).cloned(),
+        _ => None,
+    };
+    let Some(agent) = agent.filter(|_| !app.last_messages.is_empty()) else {
+        app.status = "only a first-layer proposer of the current preset can be re-run".into();
+        return vec![];
+    };
+    if let Some(p) = app.pane_by_id_mut(id) {
+        p.text.clear();
+        p.error = None;
+        p.status = PaneStatus::Waiting;
+        p.latency_ms = None;
+        p.ttft_ms = None;
+        p.started_at = None;
+        p.first_token_at = None;
+        p.scroll_from_end = None;
+        p.model = agent.model.clone();
+        p.temperature = agent.temperature;
+    }
+    app.running = true;
+    app.rerun = Some((step, slot));
+    app.status = format!("re-running {} …", agent.model);
+    vec![Effect::RerunCall {
+        agent,
+        messages: app.last_messages.clone(),
+    }]
+}
+
+fn browser_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let n = app.browser.matches().len();
+    match k.code {
+        KeyCode::Esc => app.overlay = Overlay::None,
+        KeyCode::Up => app.browser.selected = app.browser.selected.saturating_sub(1),
+        KeyCode::Down => app.browser.selected = (app.browser.selected + 1).min(n.saturating_sub(1)),
+        KeyCode::Backspace => {
+            app.browser.query.pop();
+            app.browser.selected = 0;
+        }
+        KeyCode::Enter => {
+            let id = app
+                .browser
+                .matches()
+                .get(app.browser.selected)
+                .map(|s| s.id.clone());
+            if let Some(id) = id {
+                app.status = format!("opening {id}…");
+                return vec![Effect::OpenSession(id)];
+            }
+        }
+        KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+            app.browser.query.push(c);
+            app.browser.selected = 0;
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn compare_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    match k.code {
+        KeyCode::Esc | KeyCode::F(3) | KeyCode::Char('q') => app.overlay = Overlay::None,
+        KeyCode::Char('j') if !app.judging => {
+            let Some(r) = app.run.as_ref().and_then(|r| r.record.as_ref()) else {
+                app.status = "no finished run to judge".into();
+                return vec![];
+            };
+            let (Some(f), Some(b)) = (&r.final_answer, &r.baseline) else {
+                app.status = "the judge needs a final answer and a baseline answer (Ctrl+B turns the baseline on)".into();
+                return vec![];
+            };
+            let model = app.judge_model.clone().or_else(|| {
+                app.preset.steps.iter().rev().find_map(|s| match s {
+                    Step::Aggregate { agent, .. } => Some(agent.model.clone()),
+                    _ => None,
+                })
+            });
+            let Some(model) = model else {
+                app.status = "no judge model: set judge_model in config.toml".into();
+                return vec![];
+            };
+            app.judging = true;
+            app.status = format!("judging with {model} (both orders)…");
+            return vec![Effect::Judge {
+                run_id: r.id.clone(),
+                model,
+                question: crate::engine::prompts::last_user(&r.messages).to_string(),
+                moa: f.text.clone(),
+                baseline: b.text.clone(),
+            }];
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn agents_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let refs = app.agent_refs();
+    let Some(&sel) = refs.get(app.agent_row) else {
+        app.overlay = Overlay::None;
+        return vec![];
+    };
+    let edit = |app: &mut App, f: &mut dyn FnMut(&mut AgentSpec)| {
+        if let Some(a) = agent_in_mut(Arc::make_mut(&mut app.preset), sel) {
+            f(a);
+        }
+    };
+    match k.code {
+        KeyCode::Esc | KeyCode::F(4) | KeyCode::Char('q') => {
+            app.overlay = Overlay::None;
+            app.status =
+                "agents: changes apply to the next run (Ctrl+R runs the last prompt again)".into();
+        }
+        KeyCode::Up => app.agent_row = app.agent_row.saturating_sub(1),
+        KeyCode::Down => app.agent_row = (app.agent_row + 1).min(refs.len() - 1),
+        KeyCode::Char('+') | KeyCode::Char('=') | KeyCode::Char('-') => {
+            let d = if k.code == KeyCode::Char('-') {
+                -0.1
+            } else {
+                0.1
+            };
+            edit(app, &mut |a| {
+                let t = a.temperature.unwrap_or(0.7) + d;
+                // One decimal, as a person would type it (and as it is sent).
+                a.temperature = Some(((t.clamp(0.0, 2.0)) * 10.0).round() / 10.0);
+            });
+        }
+        KeyCode::Char(']') | KeyCode::Char('[') => {
+            let up = k.code == KeyCode::Char(']');
+            edit(app, &mut |a| {
+                let m = a.max_tokens.unwrap_or(512);
+                a.max_tokens = Some(
+                    if up {
+                        m.saturating_mul(2)
+                    } else {
+                        (m / 2).max(16)
+                    }
+                    .min(32_768),
+                );
+            });
+        }
+        KeyCode::Char('m') | KeyCode::Enter => {
+            app.overlay = Overlay::ModelPicker;
+            app.picker = super::state::Picker {
+                models: app.preset.models(true),
+                loading: true,
+                ..Default::default()
+            };
+            return vec![Effect::ListModels];
+        }
+        KeyCode::Char('a') => {
+            if let AgentRef::Many(i, kk) = sel
+                && let Some(
+                    Step::Propose { agents, .. }
+                    | Step::Synthesize { agents, .. }
+                    | Step::Refine { agents, .. },
+                ) = Arc::make_mut(&mut app.preset).steps.get_mut(i)
+            {
+                let copy = agents[kk].clone();
+                agents.insert(kk + 1, copy);
+                app.agent_row += 1;
+            } else {
+                app.status =
+                    "only steps with several agents take more (propose, synthesize, refine)".into();
+            }
+        }
+        KeyCode::Char('d') | KeyCode::Delete => {
+            if let AgentRef::Many(i, kk) = sel
+                && let Some(
+                    Step::Propose { agents, .. }
+                    | Step::Synthesize { agents, .. }
+                    | Step::Refine { agents, .. },
+                ) = Arc::make_mut(&mut app.preset).steps.get_mut(i)
+                && agents.len() > 1
+            {
+                agents.remove(kk);
+                app.agent_row = app.agent_row.min(refs.len() - 2);
+            } else {
+                app.status = "a step keeps at least one agent".into();
+            }
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn picker_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let n = app.picker.matches().len();
+    match k.code {
+        KeyCode::Esc => app.overlay = Overlay::Agents,
+        KeyCode::Up => app.picker.selected = app.picker.selected.saturating_sub(1),
+        KeyCode::Down => app.picker.selected = (app.picker.selected + 1).min(n.saturating_sub(1)),
+        KeyCode::Backspace => {
+            app.picker.query.pop();
+            app.picker.selected = 0;
+        }
+        KeyCode::Enter => {
+            let typed = app.picker.query.trim().to_string();
+            let model = app
+                .picker
+                .matches()
+                .get(app.picker.selected)
+                .map(|m| m.to_string())
+                .or_else(|| typed.contains('/').then_some(typed));
+            let Some(model) = model else {
+                app.status = "pick a model from the list, or type PROVIDER/MODEL".into();
+                return vec![];
+            };
+            let refs = app.agent_refs();
+            if let Some(&sel) = refs.get(app.agent_row)
+                && let Some(a) = agent_in_mut(Arc::make_mut(&mut app.preset), sel)
+            {
+                a.model = model.clone();
+            }
+            app.status = format!("model {model}: used from the next run");
+            app.overlay = Overlay::Agents;
+        }
+        KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+            app.picker.query.push(c);
+            app.picker.selected = 0;
+        }
         _ => {}
     }
     vec![]
@@ -463,6 +875,8 @@ fn run_event(app: &mut App, ev: RunEvent) {
     // A re-aggregation is a one-step run: its step 0 is the aggregator shown in the final pane.
     let ev = if app.reaggregating {
         remap_to_final(app, ev)
+    } else if let Some((step, slot)) = app.rerun {
+        remap(ev, step, Some(slot))
     } else {
         ev
     };
@@ -538,6 +952,20 @@ fn run_event(app: &mut App, ev: RunEvent) {
         RunEvent::Notice { message, .. } if !message.is_empty() => app.status = message,
         RunEvent::Notice { .. } => {}
         RunEvent::StepDone { .. } => {}
+        RunEvent::RunDone { record } if app.rerun.is_some() => {
+            app.running = false;
+            app.rerun = None;
+            let ok = record
+                .steps
+                .first()
+                .and_then(|s| s.calls.first())
+                .is_some_and(|c| c.status == crate::engine::record::CallStatus::Ok);
+            app.status = if ok {
+                "proposer re-run: Ctrl+A re-aggregates with its new answer".into()
+            } else {
+                "the proposer's re-run failed: see its pane".into()
+            };
+        }
         RunEvent::RunDone { record } if app.reaggregating => {
             app.running = false;
             app.reaggregating = false;
@@ -588,14 +1016,21 @@ fn run_event(app: &mut App, ev: RunEvent) {
 }
 
 fn remap_to_final(app: &App, ev: RunEvent) -> RunEvent {
+    match app.run.as_ref().and_then(|r| r.final_step) {
+        Some(fs) => remap(ev, fs, None),
+        None => ev,
+    }
+}
+
+/// A one-step run's events (a re-aggregation, a re-run proposer) belong to step `fs` of the view
+/// (and to pane `slot`, when given).
+fn remap(ev: RunEvent, fs: usize, slot: Option<usize>) -> RunEvent {
     use crate::engine::Stage;
-    let Some(fs) = app.run.as_ref().and_then(|r| r.final_step) else {
-        return ev;
-    };
     let map = |stage: Stage| match stage {
         Stage::Step(0) => Stage::Step(fs),
         other => other,
     };
+    let slot_of = |s: usize| slot.unwrap_or(s);
     match ev {
         RunEvent::CallStarted {
             mut tag,
@@ -603,6 +1038,7 @@ fn remap_to_final(app: &App, ev: RunEvent) -> RunEvent {
             final_candidate,
         } => {
             tag.stage = map(tag.stage);
+            tag.slot = slot_of(tag.slot);
             RunEvent::CallStarted {
                 tag,
                 temperature,
@@ -611,14 +1047,17 @@ fn remap_to_final(app: &App, ev: RunEvent) -> RunEvent {
         }
         RunEvent::Delta { mut tag, text } => {
             tag.stage = map(tag.stage);
+            tag.slot = slot_of(tag.slot);
             RunEvent::Delta { tag, text }
         }
         RunEvent::CallFinished { mut tag, record } => {
             tag.stage = map(tag.stage);
+            tag.slot = slot_of(tag.slot);
             RunEvent::CallFinished { tag, record }
         }
         RunEvent::CallFailed { mut tag, record } => {
             tag.stage = map(tag.stage);
+            tag.slot = slot_of(tag.slot);
             RunEvent::CallFailed { tag, record }
         }
         RunEvent::Retrying {
@@ -628,6 +1067,7 @@ fn remap_to_final(app: &App, ev: RunEvent) -> RunEvent {
             reason,
         } => {
             tag.stage = map(tag.stage);
+            tag.slot = slot_of(tag.slot);
             RunEvent::Retrying {
                 tag,
                 attempt,

@@ -43,9 +43,28 @@ pub const KEYS: &[(&str, &str)] = &[
         "Ctrl+E",
         "edit the aggregator prompt (Ctrl+T template, Ctrl+S apply)",
     ),
+    (
+        "r",
+        "re-run the focused proposer (Ctrl+A then re-aggregates)",
+    ),
+    (
+        "F3",
+        "MoA vs baseline: latency, tokens, cost, ratios; j asks the judge",
+    ),
+    (
+        "F4",
+        "agents: model (picker, /v1/models), temperature, max tokens, add/remove",
+    ),
+    (
+        "Ctrl+O",
+        "sessions: search, open, continue; Alt+←/→ browse a session's runs",
+    ),
     ("Ctrl+P", "switch to the next preset"),
     ("Ctrl+B", "toggle the single-model baseline"),
-    ("Ctrl+N", "start a new conversation"),
+    (
+        "Ctrl+N",
+        "start a new conversation (and session; runs are saved as they end)",
+    ),
     (
         "F1, ?",
         "this help (? when the prompt is empty or a pane has the focus)",
@@ -53,7 +72,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Ctrl+C", "quit (the terminal is restored)"),
 ];
 
-pub fn draw(_app: &App, f: &mut Frame, area: Rect) {
+pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let w = 100.min(area.width.saturating_sub(4));
     let h = (KEYS.len() as u16 + 2).min(area.height.saturating_sub(2));
     let r = Rect::new(
@@ -78,11 +97,12 @@ pub fn draw(_app: &App, f: &mut Frame, area: Rect) {
     f.render_widget(
         Paragraph::new(lines)
             .wrap(ratatui::widgets::Wrap { trim: false })
+            .scroll((app.help_scroll, 0))
             .block(
                 Block::default()
                     .borders(Borders::ALL)
                     .title(" keys ")
-                    .title_bottom(" Esc, F1 or q closes this help "),
+                    .title_bottom(" ↑↓ scroll · Esc, F1 or q closes this help "),
             ),
         r,
     );

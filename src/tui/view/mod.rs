@@ -2,6 +2,7 @@
 
 mod help;
 mod metrics;
+mod overlays;
 mod pane;
 
 use ratatui::Frame;
@@ -11,6 +12,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::state::{App, Focus, Overlay, PaneId};
+
+/// How many lines the help overlay has (for scrolling it).
+pub fn help_lines() -> u16 {
+    help::KEYS.len() as u16
+}
 
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
@@ -47,8 +53,13 @@ pub fn view(app: &App, f: &mut Frame) {
     if app.overlay == Overlay::Help {
         help::draw(app, f, area);
     }
-    if app.overlay == Overlay::PromptEditor {
-        draw_prompt_editor(app, f, area);
+    match app.overlay {
+        Overlay::PromptEditor => draw_prompt_editor(app, f, area),
+        Overlay::Sessions => overlays::sessions(app, f, area),
+        Overlay::Compare => overlays::compare_view(app, f, area),
+        Overlay::Agents => overlays::agents(app, f, area),
+        Overlay::ModelPicker => overlays::picker(app, f, area),
+        Overlay::None | Overlay::Help => {}
     }
 }
 
@@ -109,6 +120,16 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
     if !app.conversation.is_empty() {
         spans.push(Span::styled(
             format!("  turn {}", app.conversation.len() / 2 + 1),
+            accent(app, Color::DarkGray),
+        ));
+    }
+    if let Some(s) = &app.session {
+        let run = match app.shown_run {
+            Some(k) => format!(" · run {}/{}", k + 1, s.runs.len()),
+            None => String::new(),
+        };
+        spans.push(Span::styled(
+            format!("  session: {}{run}", s.name),
             accent(app, Color::DarkGray),
         ));
     }
@@ -238,7 +259,7 @@ fn draw_prompt_editor(app: &App, f: &mut Frame, area: Rect) {
 }
 
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
-    let keys = "Enter send · Esc cancel · Tab panes · F2 maximize · Ctrl+E edit aggregator prompt · Ctrl+A re-aggregate · F1 help · Ctrl+C quit";
+    let keys = "Enter send · Esc cancel · Tab panes · F2 maximize · F3 compare · F4 agents · Ctrl+E aggregator prompt · Ctrl+A re-aggregate · Ctrl+O sessions · F1 help · Ctrl+C quit";
     let text = if app.status.is_empty() {
         keys.to_string()
     } else {
