@@ -121,7 +121,7 @@ pub async fn run_call(
         let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Outcome::Cancelled,
-            _ = tokio::time::sleep_until(total_deadline) => break Outcome::TimedOut("total_timeout", format!("no answer within the total timeout of {} s (timeout_total_ms)", timeouts.total.as_secs())),
+            _ = tokio::time::sleep_until(total_deadline) => break Outcome::TimedOut("total_timeout", format!("no answer within the total timeout of {} (timeout_total_ms)", secs(timeouts.total))),
             p = handle.limits.acquire() => p,
         };
         let sent = Instant::now();
@@ -172,9 +172,9 @@ pub async fn run_call(
                     if rec.ttft_ms.is_none() {
                         break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
                     } else if deadline == total_deadline {
-                        break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} s (timeout_total_ms)", timeouts.total.as_secs()));
+                        break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
                     } else {
-                        break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", timeouts.idle.as_secs()));
+                        break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
                     }
                 }
                 n = stream.next() => n,
@@ -245,16 +245,16 @@ fn first_token_timeout(
         Outcome::TimedOut(
             "total_timeout",
             format!(
-                "no answer within the total timeout of {} s (timeout_total_ms)",
-                t.total.as_secs()
+                "no answer within the total timeout of {} (timeout_total_ms)",
+                secs(t.total)
             ),
         )
     } else {
         Outcome::TimedOut(
             "first_token_timeout",
             format!(
-                "no first token within {} s (timeout_first_token_ms); the server accepted the request but never answered",
-                t.first_token.as_secs_f64()
+                "no first token within {} (timeout_first_token_ms); the server accepted the request but never answered",
+                secs(t.first_token)
             ),
         )
     }
@@ -346,4 +346,15 @@ fn finish(
 /// How long since `t`, in whole milliseconds.
 pub fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
+}
+
+/// A timeout as people read it: "600 ms", "2.5 s", "30 s".
+fn secs(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }

@@ -209,6 +209,16 @@ pub(crate) async fn http_error(
             None => message.push_str(" (this provider has no api_key_env configured)"),
         }
     }
+    // OpenAI says "out of money" in the error's type or code, not its message: keep the word, since
+    // it is what stops retries (waiting does not refill an account).
+    if status == 429
+        && body.contains("insufficient_quota")
+        && !message.contains("insufficient_quota")
+    {
+        message.push_str(
+            " (insufficient_quota: add credit or pick another provider; retrying will not help)",
+        );
+    }
     if status == 404 {
         message.push_str(" (is the model name right? `moa models` lists what the provider serves)");
     }

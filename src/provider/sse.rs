@@ -22,7 +22,20 @@ pub fn events(
     resp: reqwest::Response,
     provider: String,
 ) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send {
-    resp.bytes_stream().eventsource().map(move |r| match r {
+    frame(resp.bytes_stream(), provider)
+}
+
+/// Frame any stream of byte chunks (a response body; the fuzzer's arbitrary splits) into events.
+pub fn frame<S, B, E>(
+    bytes: S,
+    provider: String,
+) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send
+where
+    S: Stream<Item = Result<B, E>> + Send,
+    B: AsRef<[u8]> + Send,
+    E: std::error::Error + Send + 'static,
+{
+    bytes.eventsource().map(move |r| match r {
         Ok(ev) => Ok(SseEvent {
             event: ev.event,
             data: ev.data,

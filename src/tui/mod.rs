@@ -112,7 +112,9 @@ async fn event_loop(
             }
             // What the run had so far is in the session file before the terminal goes back.
             if let Some(r) = io.recorder.as_mut() {
-                r.save();
+                if r.running() {
+                    r.save();
+                }
                 let _ = r.flush();
             }
             return Ok(());
