@@ -22,6 +22,8 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 fn main() {
+    // As the `moa` binary does (src/lib.rs).
+    moa_workbench::keep_freed_buffers();
     let tokens = common::arg("--tokens", 128);
     let samples = common::arg("--samples", 3);
     let path = fetch::SMOLLM2.path(&Folders::from_env().models_dir);
@@ -115,12 +117,6 @@ fn main() {
     // Agreement: embed 6 answers of ~300 tokens each and score them, as at the end of a step.
     let minilm_dir = fetch::MINILM[0].path(&Folders::from_env().models_dir);
     let minilm_dir = minilm_dir.parent().unwrap();
-    if std::env::var_os("MOA_BENCH_MALLOPT").is_some() {
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
-        }
-    }
     let t = Instant::now();
     let scorer = moa_workbench::metrics::embed::MiniLm::load(minilm_dir).unwrap();
     let load = t.elapsed();
@@ -142,5 +138,22 @@ fn main() {
         "agreement: MiniLM load {:.0} ms; 6 answers of ~{tokens} words (truncated at 256 tokens) scored in {:.0} ms (best of 5; target < 150 ms)",
         load.as_secs_f64() * 1e3,
         best * 1e3
+    );
+    // As the engine scores: live passes embed answers as they finish, so the end-of-step score finds
+    // five of the six in the cache and embeds only the one that finished last.
+    use moa_workbench::metrics::agreement::AgreementScorer;
+    let mut end_of_step = f64::MAX;
+    for round in 0..5 {
+        let scorer = moa_workbench::metrics::embed::MiniLmScorer::new(minilm_dir.to_path_buf());
+        let texts: Vec<String> = answers.iter().map(|a| format!("{a} {round}")).collect();
+        scorer.matrix(&texts[..5]);
+        let t = Instant::now();
+        let m = scorer.matrix(&texts);
+        assert_eq!(m.len(), 6);
+        end_of_step = end_of_step.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "agreement at the end of a step (5 of 6 answers embedded by live passes): {:.0} ms (best of 5)",
+        end_of_step * 1e3
     );
 }

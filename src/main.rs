@@ -63,6 +63,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    moa_workbench::keep_freed_buffers();
     let args = Args::parse();
     let result = match args.command {
         Some(Command::Run(run)) => cli::run::main(args.config.as_deref(), run),

@@ -957,3 +957,30 @@ async fn reaggregation_runs_only_the_aggregator_with_a_new_prompt() {
         "nothing to aggregate"
     );
 }
+
+#[tokio::test]
+async fn context_windows_reported_at_v1_models_are_used() {
+    let s = Server::start().await;
+    let long = "word ".repeat(6_000);
+    s.script("a", vec![Reply::text(&[&long], 1, 1)]);
+    s.script("b", vec![Reply::text(&[&long], 1, 1)]);
+    // Scripted models are listed at /v1/models with a context window of 4,096 tokens.
+    s.script("agg", vec![Reply::text(&["ok"], 1, 1)]);
+    let e = engine(&s, "");
+    let (rec, _) = run(&e, preset(&basic(&["a", "b"], "agg")), ask("Q")).await;
+    let sh = rec.steps[1]
+        .shortened
+        .as_ref()
+        .expect("the listed window was used");
+    assert_eq!(sh.context_window, 4096);
+    assert_eq!(sh.responses_shortened, 2);
+    let sent = s.requests_for("agg")[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .count();
+    assert!(sent / 4 < 4096, "{sent} characters");
+    // A model the provider does not list goes unshortened, as before.
+    let (rec, _) = run(&e, preset(&basic(&["a", "b"], "unlisted")), ask("Q")).await;
+    assert!(rec.steps[1].shortened.is_none());
+}

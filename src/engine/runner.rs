@@ -332,6 +332,17 @@ impl Runner {
 
     async fn run_step(&mut self, i: usize, step: &Step, is_final: bool, rec: &mut StepRecord) {
         let texts: Vec<String> = self.responses.iter().map(|r| r.text.clone()).collect();
+        // Steps that put answers into a prompt fit them to the model's window: learn the windows
+        // the config does not know from the providers first.
+        if !matches!(
+            step,
+            Step::Propose { .. } | Step::Shuffle { .. } | Step::Dropout { .. }
+        ) {
+            self.ctx
+                .registry
+                .learn_context_windows(&step.models())
+                .await;
+        }
         match step {
             Step::Propose { agents, gate } => {
                 let jobs = agents
@@ -733,8 +744,7 @@ impl Runner {
         texts: &[String],
         rec: &mut StepRecord,
     ) -> Vec<String> {
-        let config = self.ctx.registry.config();
-        let Some(window) = config.context_window(&agent.model) else {
+        let Some(window) = self.ctx.registry.context_window(&agent.model) else {
             return texts.to_vec();
         };
         let skeleton = prompts::synthesis_messages(

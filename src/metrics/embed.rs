@@ -2,8 +2,9 @@
 //! monitoring literature uses for proposer agreement; mean pooling over the tokens, L2-normalised,
 //! cosine = dot product. Loaded lazily on first use (~0.2 s) and kept.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -91,6 +92,20 @@ impl MiniLm {
 pub struct MiniLmScorer {
     dir: PathBuf,
     model: OnceLock<Result<MiniLm, String>>,
+    /// Embeddings of texts seen before. Live agreement re-scores a step every 500 ms while answers
+    /// stream; an answer that has finished keeps its text, so from then on (and in the final score
+    /// at the step's end) it costs nothing: the end-of-step score only embeds what finished last.
+    cache: Mutex<HashMap<u64, Vec<f32>>>,
+}
+
+/// Enough for a few steps of a few proposers; cleared when full (old steps are not scored again).
+const CACHE_ENTRIES: usize = 64;
+
+fn text_key(t: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
 }
 
 impl MiniLmScorer {
@@ -98,6 +113,7 @@ impl MiniLmScorer {
         MiniLmScorer {
             dir,
             model: OnceLock::new(),
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -119,11 +135,52 @@ impl AgreementScorer for MiniLmScorer {
         let embedded = self
             .model()
             .map_err(|e| e.clone())
-            .and_then(|m| m.embed(texts));
+            .and_then(|m| self.embed_cached(m, texts));
         match embedded {
             Ok(vs) => cosine_matrix(&vs),
             Err(_) => TfIdf.matrix(texts),
         }
+    }
+}
+
+impl MiniLmScorer {
+    /// Embed only the texts not seen before.
+    fn embed_cached(&self, m: &MiniLm, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        let keys: Vec<u64> = texts.iter().map(|t| text_key(t)).collect();
+        let missing: Vec<String> = {
+            let cache = self.cache.lock().expect("the cache lock is never poisoned");
+            let mut seen = std::collections::HashSet::new();
+            texts
+                .iter()
+                .zip(&keys)
+                .filter(|(_, k)| !cache.contains_key(k) && seen.insert(**k))
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        let fresh = if missing.is_empty() {
+            Vec::new()
+        } else {
+            m.embed(&missing)?
+        };
+        let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
+        if cache.len() + fresh.len() > CACHE_ENTRIES {
+            cache.clear();
+        }
+        let mut out_of_cache: HashMap<u64, Vec<f32>> = HashMap::new();
+        for (t, v) in missing.iter().zip(fresh) {
+            cache.insert(text_key(t), v.clone());
+            out_of_cache.insert(text_key(t), v);
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                out_of_cache
+                    .get(k)
+                    .or_else(|| cache.get(k))
+                    .cloned()
+                    .expect("every text was embedded")
+            })
+            .collect())
     }
 }
 

@@ -21,13 +21,19 @@ pub struct ProviderHandle {
 pub struct Registry {
     config: Arc<Config>,
     handles: Mutex<HashMap<String, ProviderHandle>>,
+    /// Context windows the providers reported at /v1/models, per provider (asked once each).
+    listed_windows: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
+
+/// How long a run waits for a provider's model list before going on without it.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Registry {
     pub fn new(config: Arc<Config>) -> Self {
         Registry {
             config,
             handles: Mutex::new(HashMap::new()),
+            listed_windows: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,6 +59,57 @@ impl Registry {
         };
         handles.insert(settings.name.clone(), h.clone());
         Ok((h, name.to_string()))
+    }
+
+    /// A model's context window: from the config (`[models]`, then the built-in table), else as its
+    /// provider reported it at /v1/models (see `learn_context_windows`).
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        if let Some(w) = self.config.context_window(model) {
+            return Some(w);
+        }
+        let (settings, name) = self.config.resolve(model).ok()?;
+        self.listed_windows
+            .lock()
+            .expect("registry lock")
+            .get(&settings.name)?
+            .get(name)
+            .copied()
+    }
+
+    /// Ask the providers of `models` whose context window the config does not know for their model
+    /// list, once per provider and process, waiting at most 3 s: vLLM, llama.cpp, Ollama, OpenRouter
+    /// and others report each model's window there. A provider that does not answer is not asked
+    /// again; its models are then sent unshortened, as before.
+    pub async fn learn_context_windows(&self, models: &[&str]) {
+        for m in models {
+            if self.config.context_window(m).is_some() {
+                continue;
+            }
+            let Ok((handle, _)) = self.get(m) else {
+                continue;
+            };
+            let provider = handle.settings.name.clone();
+            if self
+                .listed_windows
+                .lock()
+                .expect("registry lock")
+                .contains_key(&provider)
+            {
+                continue;
+            }
+            let listed = tokio::time::timeout(LIST_TIMEOUT, handle.provider.list_models()).await;
+            let windows: HashMap<String, u64> = match listed {
+                Ok(Ok(list)) => list
+                    .into_iter()
+                    .filter_map(|l| Some((l.id, l.context_window?)))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            self.listed_windows
+                .lock()
+                .expect("registry lock")
+                .insert(provider, windows);
+        }
     }
 
     fn build(&self, s: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
