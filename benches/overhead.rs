@@ -38,6 +38,8 @@ fn main() {
     let runs = common::arg("--runs", 5);
     // Chunks per call: 20 streams tokens; 1 shows the fixed cost of a run apart from streaming.
     let chunks = common::arg("--chunks", 20);
+    // 1: save the session as `moa run` does by default (written as calls finish; fsync'd).
+    let save = common::arg("--save", 0) == 1;
     // The server gets a single-threaded runtime on its own thread: fewer cross-thread wake-ups on
     // the server's side of each hand-off, which the ideal path would otherwise absorb.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -102,10 +104,10 @@ fn main() {
                 "--preset",
                 preset_path.to_str().unwrap(),
                 "--json",
-                "--no-save",
                 "-q",
-                "Benchmark prompt",
             ])
+            .args(if save { None } else { Some("--no-save") })
+            .arg("Benchmark prompt")
             .env("MOA_HOME", home.path())
             .output()
             .unwrap();
