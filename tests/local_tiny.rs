@@ -199,3 +199,60 @@ async fn moa_on_the_local_provider_shares_the_prefill() {
     assert!(after - before <= 3, "{} prefills", after - before);
     assert_eq!(rec.steps[0].calls[0].cost_usd, Some(0.0));
 }
+
+/// Every weight type a llama GGUF may use (the legacy quants and the K-quants candle supports)
+/// loads and computes the same model: the logits of a prompt stay close to the F32 file's.
+#[test]
+fn every_quantization_computes_the_same_model() {
+    use candle_core::quantized::GgmlDType;
+    let dir = tempfile::tempdir().unwrap();
+    // (type, minimum cosine of the logits against F32): coarser types drift more. Measured on
+    // this random model: Q8_0 0.9993, Q6K 0.996, Q5 0.976-0.989, Q4 0.925-0.967, Q3K 0.78-0.85,
+    // Q2K 0.50-0.56 (another model's logits: about 0).
+    let kinds = [
+        (GgmlDType::F32, 0.99999),
+        (GgmlDType::F16, 0.9999),
+        (GgmlDType::Q8_0, 0.998),
+        (GgmlDType::Q6K, 0.99),
+        (GgmlDType::Q5_0, 0.96),
+        (GgmlDType::Q5_1, 0.96),
+        (GgmlDType::Q5K, 0.96),
+        (GgmlDType::Q4_0, 0.9),
+        (GgmlDType::Q4_1, 0.9),
+        (GgmlDType::Q4K, 0.9),
+        (GgmlDType::Q3K, 0.65),
+        (GgmlDType::Q2K, 0.3),
+    ];
+    let paths: Vec<(PathBuf, GgmlDType)> = kinds
+        .iter()
+        .map(|(t, _)| (dir.path().join(format!("m-{t:?}.gguf")), *t))
+        .collect();
+    let refs: Vec<(&std::path::Path, GgmlDType)> =
+        paths.iter().map(|(p, t)| (p.as_path(), *t)).collect();
+    support::tiny_gguf::write_variants(&refs, support::tiny_gguf::Shape::K_QUANT);
+    let logits = |path: &std::path::Path| -> Vec<f32> {
+        let loaded = local::Loaded::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let ids = loaded
+            .prompt_ids(&[Message::user("Tell me about quantization.")])
+            .unwrap();
+        let mut cache = loaded.model.new_cache();
+        let out = loaded.model.forward(&[ids], &mut cache).unwrap();
+        out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let reference = logits(&paths[0].0);
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    for ((path, ty), (_, min)) in paths.iter().zip(kinds) {
+        let got = logits(path);
+        assert_eq!(got.len(), reference.len(), "{ty:?}");
+        let c = cosine(&got, &reference);
+        assert!(
+            c >= min,
+            "{ty:?}: cosine {c:.5} with the F32 logits (want >= {min})"
+        );
+        eprintln!("{ty:?}: cosine {c:.5}");
+    }
+}

@@ -12,9 +12,51 @@ use moa_workbench::provider::local::tokenizer::gpt2_byte_chars;
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 pub fn write(path: &Path) {
+    write_variants(&[(path, GgmlDType::Q8_0)], Shape::TINY);
+}
+
+/// Dimensions of the model. K-quants need every input width to be a multiple of 256.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub emb: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub layers: usize,
+}
+
+impl Shape {
+    pub const TINY: Shape = Shape {
+        emb: 64,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 32,
+        ffn: 128,
+        layers: 2,
+    };
+    pub const K_QUANT: Shape = Shape {
+        emb: 256,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+        ffn: 512,
+        layers: 2,
+    };
+}
+
+/// The same random weights written once per (path, weight type): files that differ only in how
+/// their matrices are stored, to compare a quantized model's outputs with the F32 one's.
+pub fn write_variants(files: &[(&Path, GgmlDType)], shape: Shape) {
     let dev = Device::Cpu;
-    let (emb, heads, kv_heads, head_dim, ffn, layers) =
-        (64usize, 2usize, 1usize, 32usize, 128usize, 2usize);
+    let Shape {
+        emb,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn,
+        layers,
+    } = shape;
     let mut tokens: Vec<String> = vec![
         "<|endoftext|>".into(),
         "<|im_start|>".into(),
@@ -26,18 +68,14 @@ pub fn write(path: &Path) {
     let mut types = vec![3i32; 3];
     types.extend(std::iter::repeat_n(1, 257));
 
+    // Variance-preserving scale (1/sqrt(fan-in)): with larger weights a random model is chaotic and
+    // a quantization's tiny errors would change its outputs completely.
     let q8 = |shape: (usize, usize)| {
-        let t = (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * 0.3).unwrap();
-        QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
+        let scale = 1.0 / (shape.1 as f64).sqrt();
+        (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * scale).unwrap()
     };
-    let ones = |n: usize| {
-        QTensor::quantize(
-            &Tensor::ones(n, candle_core::DType::F32, &dev).unwrap(),
-            GgmlDType::F32,
-        )
-        .unwrap()
-    };
-    let mut tensors: Vec<(String, QTensor)> = vec![
+    let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &dev).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = vec![
         ("token_embd.weight".into(), q8((vocab, emb))),
         ("output_norm.weight".into(), ones(emb)),
     ];
@@ -89,7 +127,21 @@ pub fn write(path: &Path) {
         ("tokenizer.chat_template", Value::String(CHATML.into())),
     ];
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+    for (path, dtype) in files {
+        // Norm weights (vectors) stay F32, as in real files.
+        let q: Vec<(String, QTensor)> = tensors
+            .iter()
+            .map(|(k, t)| {
+                let ty = if t.rank() == 1 {
+                    GgmlDType::F32
+                } else {
+                    *dtype
+                };
+                (k.clone(), QTensor::quantize(t, ty).unwrap())
+            })
+            .collect();
+        let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut f = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+    }
 }
