@@ -310,8 +310,59 @@ impl Saver {
     }
 }
 
+/// Dropped on every way out, unwinding from a panic included: what the run under way had since the
+/// last snapshot is written, and the writes are on disk before the process goes on ending.
 impl Drop for Recorder {
     fn drop(&mut self) {
+        if self.partial.as_ref().is_some_and(|p| p.dirty) {
+            self.save();
+        }
         let _ = self.saver.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::events::CallTag;
+    use crate::engine::preset::{AgentSpec, Preset};
+
+    #[test]
+    fn a_recorder_dropped_mid_run_leaves_everything_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let msgs = vec![Message::user("Q")];
+        let session = Session::new(&msgs);
+        let path = store.path(&session.id);
+        let preset = Preset::single("p", AgentSpec::model("fake/a"));
+        let tag = CallTag {
+            run: "r".into(),
+            stage: Stage::Step(0),
+            slot: 0,
+            model: "fake/a".into(),
+        };
+        {
+            let mut r = Recorder::new(store.clone(), session);
+            r.begin(&preset, &msgs, RunKind::Run, Vec::new());
+            r.event(&RunEvent::RunStarted {
+                run: "r".into(),
+                preset: "p".into(),
+                ops: vec!["propose"],
+            });
+            r.event(&RunEvent::CallStarted {
+                tag: tag.clone(),
+                temperature: None,
+                final_candidate: false,
+            });
+            r.event(&RunEvent::Delta {
+                tag,
+                text: "partial words".into(),
+            });
+            // As when a panic unwinds: no finish, no explicit save.
+        }
+        let s = Store::load_path(&path).unwrap();
+        let run = s.in_progress.expect("the run under way is kept");
+        assert_eq!(run.record.steps[0].calls[0].text, "partial words");
+        assert_eq!(s.messages[0].content, "Q");
     }
 }
