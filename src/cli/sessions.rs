@@ -370,16 +370,7 @@ pub fn compare_text(c: &Comparison, width: usize) -> String {
         ));
     }
     out.push_str(&format!("{}─┼─{}\n", "─".repeat(col), "─".repeat(col)));
-    let stats = |s: &crate::session::compare::Side| {
-        format!(
-            "{:.1} s · {} tok · {} · {} call(s)",
-            s.latency_ms as f64 / 1000.0,
-            s.tokens_in + s.tokens_out,
-            fmt_cost(s.cost_usd),
-            s.calls
-        )
-    };
-    out.push_str(&row(&stats(&c.moa), &stats(b)));
+    out.push_str(&row(&c.moa.summary(), &b.summary()));
     out.push_str(&format!(
         "MoA / baseline: latency {}, tokens {}, cost {}\n",
         fmt_ratio(c.latency_ratio),

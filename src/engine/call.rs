@@ -69,24 +69,10 @@ pub async fn run_call(
 ) -> CallRecord {
     let started = Instant::now();
     let mut rec = CallRecord {
-        slot: tag.slot,
-        model: agent.model.clone(),
-        temperature: agent.temperature,
         top_p: agent.top_p,
         max_tokens: agent.max_tokens,
-        status: CallStatus::Ok,
-        error: None,
-        error_kind: None,
-        text: String::new(),
-        ttft_ms: None,
-        latency_ms: 0,
         start_ms: started.duration_since(ctx.run_start).as_millis() as u64,
-        tokens_in: 0,
-        tokens_out: 0,
-        usage_estimated: false,
-        cost_usd: None,
-        retries: 0,
-        finish_reason: None,
+        ..CallRecord::empty(tag.slot, &agent.model, agent.temperature, CallStatus::Ok)
     };
     ctx.emit(RunEvent::CallStarted {
         tag: tag.clone(),
@@ -118,7 +104,7 @@ pub async fn run_call(
     let mut usage: Option<(u64, u64)> = None;
     let mut attempt: u32 = 0;
     let outcome = 'attempts: loop {
-        let permit = tokio::select! {
+        let mut permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Outcome::Cancelled,
             _ = tokio::time::sleep_until(total_deadline) => break Outcome::TimedOut("total_timeout", format!("no answer within the total timeout of {} (timeout_total_ms)", secs(timeouts.total))),
@@ -132,6 +118,7 @@ pub async fn run_call(
             _ = tokio::time::sleep_until(first_deadline) => break first_token_timeout(&timeouts, total_deadline, first_deadline),
             r = handle.provider.open(req.clone()) => r,
         };
+        permit.opened();
         let mut stream = match opened {
             Ok(s) => s,
             Err(e) => {

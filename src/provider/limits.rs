@@ -1,11 +1,11 @@
 //! The one place where per-provider limits live: requests in flight (`max_concurrency`), requests
 //! per minute (a sliding 60 s window, the way providers count), and the retry backoff.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Shared by every call to one provider.
@@ -13,51 +13,98 @@ use tokio::time::Instant;
 pub struct ProviderLimits {
     in_flight: Arc<Semaphore>,
     per_minute: u32,
-    recent_starts: Mutex<VecDeque<Instant>>,
+    recent: Window,
+    next_id: AtomicU64,
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests counted in the rate window: (id, when it counts from).
+type Window = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+/// Held for the whole request: a slot of `max_concurrency`, and the request's place in the rate window.
+pub struct Permit {
+    _slot: OwnedSemaphorePermit,
+    /// The rate window entry, when the provider has a per-minute limit.
+    entry: Option<(u64, Window)>,
+    opened: bool,
+}
+
+impl Permit {
+    /// The provider answered (status and headers arrived), so it has the request: the window counts
+    /// it from now. Counting from when it was sent would let a request that reached the provider
+    /// late (a slow connect, a busy machine) overlap the next window as the provider sees it.
+    pub fn opened(&mut self) {
+        self.restamp();
+        self.opened = true;
+    }
+
+    fn restamp(&self) {
+        if let Some((id, recent)) = &self.entry {
+            let now = Instant::now();
+            if let Some(e) = recent
+                .lock()
+                .expect("limits lock")
+                .iter_mut()
+                .find(|e| e.0 == *id)
+            {
+                e.1 = e.1.max(now);
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    /// A request that never got an answer counts from when it ended: when the provider got it is
+    /// unknown, and this is the latest it can have been.
+    fn drop(&mut self) {
+        if !self.opened {
+            self.restamp();
+        }
+    }
+}
 
 impl ProviderLimits {
     pub fn new(max_concurrency: usize, requests_per_minute: u32) -> Self {
         ProviderLimits {
             in_flight: Arc::new(Semaphore::new(max_concurrency.max(1))),
             per_minute: requests_per_minute,
-            recent_starts: Mutex::new(VecDeque::new()),
+            recent: Arc::new(Mutex::new(Vec::new())),
+            next_id: AtomicU64::new(0),
         }
     }
 
     /// Wait for a free slot, then for the rate window; the permit is held for the whole request.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
-        let permit = self
+    pub async fn acquire(&self) -> Permit {
+        let slot = self
             .in_flight
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        self.wait_rate().await;
-        permit
+        let entry = self.wait_rate().await.map(|id| (id, self.recent.clone()));
+        Permit {
+            _slot: slot,
+            entry,
+            opened: false,
+        }
     }
 
-    async fn wait_rate(&self) {
+    async fn wait_rate(&self) -> Option<u64> {
         if self.per_minute == 0 {
-            return;
+            return None;
         }
         loop {
             let wait_until = {
-                let mut starts = self.recent_starts.lock().await;
+                let mut recent = self.recent.lock().expect("limits lock");
                 let now = Instant::now();
-                while starts
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-                {
-                    starts.pop_front();
+                recent.retain(|(_, t)| now.duration_since(*t) < WINDOW);
+                if recent.len() < self.per_minute as usize {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    recent.push((id, now));
+                    return Some(id);
                 }
-                if starts.len() < self.per_minute as usize {
-                    starts.push_back(now);
-                    return;
-                }
-                *starts.front().expect("non-empty") + WINDOW
+                recent.iter().map(|(_, t)| *t).min().expect("non-empty") + WINDOW
             };
             tokio::time::sleep_until(wait_until).await;
         }
@@ -110,6 +157,19 @@ mod tests {
         assert_eq!(Instant::now(), t0);
         drop(l.acquire().await);
         assert!(Instant::now() - t0 >= WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_counts_from_when_the_provider_answered() {
+        let l = ProviderLimits::new(100, 1);
+        let t0 = Instant::now();
+        let mut p = l.acquire().await;
+        // The provider answers 5 s after the request was sent.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        p.opened();
+        drop(p);
+        drop(l.acquire().await);
+        assert!(Instant::now() - t0 >= WINDOW + Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]

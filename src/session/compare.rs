@@ -18,6 +18,19 @@ pub struct Side {
     pub calls: usize,
 }
 
+impl Side {
+    /// "4.7 s · 260 tokens · $0.00040 · 4 call(s)"
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.1} s · {} tokens · {} · {} call(s)",
+            self.latency_ms as f64 / 1000.0,
+            self.tokens_in + self.tokens_out,
+            fmt_cost(self.cost_usd),
+            self.calls
+        )
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Comparison {
     pub moa: Side,

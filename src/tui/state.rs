@@ -169,26 +169,64 @@ pub enum Overlay {
     ModelPicker,
 }
 
+/// A filter line over a list, with a selected row: the sessions browser's and the model picker's.
+#[derive(Default)]
+pub struct Search {
+    pub query: String,
+    pub selected: usize,
+}
+
+impl Search {
+    /// Typing, Backspace, ↑ and ↓ over `n` matching rows; false for any other key.
+    pub fn key(&mut self, k: &ratatui::crossterm::event::KeyEvent, n: usize) -> bool {
+        use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+        match k.code {
+            KeyCode::Up => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Down => self.selected = (self.selected + 1).min(n.saturating_sub(1)),
+            KeyCode::Backspace => {
+                self.query.pop();
+                self.selected = 0;
+            }
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.query.push(c);
+                self.selected = 0;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether `hay` contains every word of the query (case-insensitive).
+    pub fn accepts(&self, hay: &str) -> bool {
+        let hay = hay.to_lowercase();
+        self.query
+            .to_lowercase()
+            .split_whitespace()
+            .all(|w| hay.contains(w))
+    }
+}
+
 /// The sessions browser's state.
 #[derive(Default)]
 pub struct Browser {
     pub all: Vec<crate::session::store::Summary>,
     /// Files that could not be read (damaged, newer), shown as a count with the first reason.
     pub skipped: Vec<String>,
-    pub query: String,
-    pub selected: usize,
+    pub search: Search,
 }
 
 impl Browser {
     /// Sessions whose name or id contains every word of the query (case-insensitive).
     pub fn matches(&self) -> Vec<&crate::session::store::Summary> {
-        let q = self.query.to_lowercase();
         self.all
             .iter()
             .filter(|s| {
-                let hay = format!("{} {} {}", s.name, s.id, s.preset.as_deref().unwrap_or(""))
-                    .to_lowercase();
-                q.split_whitespace().all(|w| hay.contains(w))
+                self.search.accepts(&format!(
+                    "{} {} {}",
+                    s.name,
+                    s.id,
+                    s.preset.as_deref().unwrap_or("")
+                ))
             })
             .collect()
     }
@@ -201,16 +239,14 @@ pub struct Picker {
     /// Providers that could not be asked (/v1/models failed), with why.
     pub errors: Vec<String>,
     pub loading: bool,
-    pub query: String,
-    pub selected: usize,
+    pub search: Search,
 }
 
 impl Picker {
     pub fn matches(&self) -> Vec<&str> {
-        let q = self.query.to_lowercase();
         self.models
             .iter()
-            .filter(|m| q.split_whitespace().all(|w| m.to_lowercase().contains(w)))
+            .filter(|m| self.search.accepts(m))
             .map(String::as_str)
             .collect()
     }

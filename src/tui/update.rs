@@ -126,7 +126,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::SessionsListed { sessions, skipped } => {
             app.browser.all = sessions;
             app.browser.skipped = skipped;
-            app.browser.selected = 0;
+            app.browser.search.selected = 0;
             vec![]
         }
         Msg::SessionOpened(Ok(s)) => {
@@ -344,8 +344,7 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     }
     if ctrl(&k, 'o') && !app.running {
         app.overlay = Overlay::Sessions;
-        app.browser.query.clear();
-        app.browser.selected = 0;
+        app.browser.search = Default::default();
         return vec![Effect::ListSessions];
     }
     if ctrl(&k, 'p') && !app.running {
@@ -613,28 +612,21 @@ fn rerun_proposer(app: &mut App, id: PaneId) -> Vec<Effect> {
 
 fn browser_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let n = app.browser.matches().len();
+    if app.browser.search.key(&k, n) {
+        return vec![];
+    }
     match k.code {
         KeyCode::Esc => app.overlay = Overlay::None,
-        KeyCode::Up => app.browser.selected = app.browser.selected.saturating_sub(1),
-        KeyCode::Down => app.browser.selected = (app.browser.selected + 1).min(n.saturating_sub(1)),
-        KeyCode::Backspace => {
-            app.browser.query.pop();
-            app.browser.selected = 0;
-        }
         KeyCode::Enter => {
             let id = app
                 .browser
                 .matches()
-                .get(app.browser.selected)
+                .get(app.browser.search.selected)
                 .map(|s| s.id.clone());
             if let Some(id) = id {
                 app.status = format!("opening {id}…");
                 return vec![Effect::OpenSession(id)];
             }
-        }
-        KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-            app.browser.query.push(c);
-            app.browser.selected = 0;
         }
         _ => {}
     }
@@ -770,20 +762,17 @@ fn agents_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
 
 fn picker_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let n = app.picker.matches().len();
+    if app.picker.search.key(&k, n) {
+        return vec![];
+    }
     match k.code {
         KeyCode::Esc => app.overlay = Overlay::Agents,
-        KeyCode::Up => app.picker.selected = app.picker.selected.saturating_sub(1),
-        KeyCode::Down => app.picker.selected = (app.picker.selected + 1).min(n.saturating_sub(1)),
-        KeyCode::Backspace => {
-            app.picker.query.pop();
-            app.picker.selected = 0;
-        }
         KeyCode::Enter => {
-            let typed = app.picker.query.trim().to_string();
+            let typed = app.picker.search.query.trim().to_string();
             let model = app
                 .picker
                 .matches()
-                .get(app.picker.selected)
+                .get(app.picker.search.selected)
                 .map(|m| m.to_string())
                 .or_else(|| typed.contains('/').then_some(typed));
             let Some(model) = model else {
@@ -798,10 +787,6 @@ fn picker_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             }
             app.status = format!("model {model}: used from the next run");
             app.overlay = Overlay::Agents;
-        }
-        KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-            app.picker.query.push(c);
-            app.picker.selected = 0;
         }
         _ => {}
     }

@@ -7,8 +7,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
-use super::super::state::{AgentRef, App};
-use crate::session::compare::{compare, fmt_cost, fmt_ratio};
+use super::super::state::{AgentRef, App, Search};
+use crate::session::compare::{compare, fmt_ratio};
 
 fn centered(area: Rect, w_pct: u16, h_pct: u16) -> Rect {
     let w = (area.width * w_pct / 100).max(40).min(area.width);
@@ -46,71 +46,97 @@ fn window(selected: usize, height: usize) -> usize {
     selected.saturating_sub(height.saturating_sub(1))
 }
 
-pub fn sessions(app: &App, f: &mut Frame, area: Rect) {
-    let r = centered(area, 85, 80);
-    let block = frame(
-        app,
-        " sessions ",
-        " type to search · ↑↓ select · Enter open (then Alt+←/→ browse its runs) · Esc close ",
-    );
+/// What a search overlay shows: its frame, the filter line, the matching rows and a note.
+struct SearchList<'a> {
+    size: (u16, u16),
+    title: &'a str,
+    keys: &'a str,
+    label: &'a str,
+    search: &'a Search,
+    rows: Vec<String>,
+    empty: &'a str,
+    note: String,
+}
+
+fn search_list(app: &App, f: &mut Frame, area: Rect, s: SearchList<'_>) {
+    let r = centered(area, s.size.0, s.size.1);
+    let block = frame(app, s.title, s.keys);
     let inner = block.inner(r);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
-    let [search, list, foot] = Layout::vertical([
+    let [line, list, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
     .areas(inner);
     f.render_widget(
-        Paragraph::new(format!(" search: {}▏", app.browser.query)),
-        search,
+        Paragraph::new(format!(" {}: {}▏", s.label, s.search.query)),
+        line,
     );
-    let matches = app.browser.matches();
-    let first = window(app.browser.selected, list.height as usize);
-    let lines: Vec<Line> = if matches.is_empty() {
-        vec![Line::from(if app.browser.all.is_empty() {
-            " no saved sessions yet: every run is saved as it ends"
-        } else {
-            " no session matches"
-        })]
+    let first = window(s.search.selected, list.height as usize);
+    let lines: Vec<Line> = if s.rows.is_empty() {
+        vec![Line::from(s.empty)]
     } else {
-        matches
-            .iter()
+        s.rows
+            .into_iter()
             .enumerate()
             .skip(first)
             .take(list.height as usize)
-            .map(|(i, s)| {
-                Line::styled(
-                    format!(
-                        " {:<16} {:>2} run(s)  {:<16} {}{}",
-                        s.updated.get(..16).unwrap_or(&s.updated).replace('T', " "),
-                        s.runs,
-                        s.preset.as_deref().unwrap_or("-"),
-                        s.name,
-                        if s.interrupted { "  [interrupted]" } else { "" }
-                    ),
-                    selected(i == app.browser.selected),
-                )
-            })
+            .map(|(i, row)| Line::styled(format!(" {row}"), selected(i == s.search.selected)))
             .collect()
     };
     f.render_widget(Paragraph::new(lines), list);
-    let note = match app.browser.skipped.first() {
-        Some(first) => format!(
-            " {} of {} shown · {} unreadable file(s) skipped: {first}",
-            matches.len(),
-            app.browser.all.len(),
-            app.browser.skipped.len()
-        ),
-        None => format!(" {} of {} shown", matches.len(), app.browser.all.len()),
-    };
     f.render_widget(
         Paragraph::new(Span::styled(
-            note,
+            s.note,
             Style::default().add_modifier(Modifier::DIM),
         )),
         foot,
+    );
+}
+
+pub fn sessions(app: &App, f: &mut Frame, area: Rect) {
+    let matches = app.browser.matches();
+    let shown = format!("{} of {} shown", matches.len(), app.browser.all.len());
+    let note = match app.browser.skipped.first() {
+        Some(first) => format!(
+            " {shown} · {} unreadable file(s) skipped: {first}",
+            app.browser.skipped.len()
+        ),
+        None => format!(" {shown}"),
+    };
+    let rows = matches
+        .iter()
+        .map(|s| {
+            format!(
+                "{:<16} {:>2} run(s)  {:<16} {}{}",
+                s.updated.get(..16).unwrap_or(&s.updated).replace('T', " "),
+                s.runs,
+                s.preset.as_deref().unwrap_or("-"),
+                s.name,
+                if s.interrupted { "  [interrupted]" } else { "" }
+            )
+        })
+        .collect();
+    search_list(
+        app,
+        f,
+        area,
+        SearchList {
+            size: (85, 80),
+            title: " sessions ",
+            keys: " type to search · ↑↓ select · Enter open (then Alt+←/→ browse its runs) · Esc close ",
+            label: "search",
+            search: &app.browser.search,
+            rows,
+            empty: if app.browser.all.is_empty() {
+                " no saved sessions yet: every run is saved as it ends"
+            } else {
+                " no session matches"
+            },
+            note,
+        },
     );
 }
 
@@ -173,19 +199,10 @@ pub fn compare_view(app: &App, f: &mut Frame, area: Rect) {
             rect,
         );
     }
-    let line = |s: &crate::session::compare::Side| {
-        format!(
-            "{:.1} s · {} tokens · {} · {} call(s)",
-            s.latency_ms as f64 / 1000.0,
-            s.tokens_in + s.tokens_out,
-            fmt_cost(s.cost_usd),
-            s.calls
-        )
-    };
     f.render_widget(
         Paragraph::new(vec![
-            Line::from(format!(" MoA: {}", line(&c.moa))),
-            Line::from(format!(" baseline: {}", line(b))),
+            Line::from(format!(" MoA: {}", c.moa.summary())),
+            Line::from(format!(" baseline: {}", b.summary())),
             Line::from(Span::styled(
                 format!(
                     " MoA / baseline: latency {} · tokens {} · cost {}",
@@ -289,35 +306,7 @@ pub fn agents(app: &App, f: &mut Frame, area: Rect) {
 }
 
 pub fn picker(app: &App, f: &mut Frame, area: Rect) {
-    let r = centered(area, 70, 70);
-    let block = frame(
-        app,
-        " model ",
-        " type to filter (or a whole PROVIDER/MODEL) · ↑↓ select · Enter use · Esc back ",
-    );
-    let inner = block.inner(r);
-    f.render_widget(Clear, r);
-    f.render_widget(block, r);
-    let [search, list, foot] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(1),
-        Constraint::Length(1),
-    ])
-    .areas(inner);
-    f.render_widget(
-        Paragraph::new(format!(" model: {}▏", app.picker.query)),
-        search,
-    );
     let matches = app.picker.matches();
-    let first = window(app.picker.selected, list.height as usize);
-    let lines: Vec<Line> = matches
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(list.height as usize)
-        .map(|(i, m)| Line::styled(format!(" {m}"), selected(i == app.picker.selected)))
-        .collect();
-    f.render_widget(Paragraph::new(lines), list);
     let mut note = format!(" {} of {} models", matches.len(), app.picker.models.len());
     if app.picker.loading {
         note.push_str(" · asking providers (/v1/models)…");
@@ -325,11 +314,19 @@ pub fn picker(app: &App, f: &mut Frame, area: Rect) {
     if let Some(e) = app.picker.errors.first() {
         note.push_str(&format!(" · {e}"));
     }
-    f.render_widget(
-        Paragraph::new(Span::styled(
+    search_list(
+        app,
+        f,
+        area,
+        SearchList {
+            size: (70, 70),
+            title: " model ",
+            keys: " type to filter (or a whole PROVIDER/MODEL) · ↑↓ select · Enter use · Esc back ",
+            label: "model",
+            search: &app.picker.search,
+            rows: matches.iter().map(|m| m.to_string()).collect(),
+            empty: " no listed model matches: Enter uses what you typed if it is PROVIDER/MODEL",
             note,
-            Style::default().add_modifier(Modifier::DIM),
-        )),
-        foot,
+        },
     );
 }
