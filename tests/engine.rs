@@ -461,6 +461,34 @@ async fn cancelling_stops_every_request_quickly_and_keeps_partial_text() {
 }
 
 #[tokio::test]
+async fn cancelling_after_the_answer_keeps_it_and_stops_the_baseline() {
+    let s = Server::start().await;
+    s.script("slowbase", vec![Reply::text(&["tok "; 200], 1, 20)]);
+    let e = engine(&s, "");
+    let text = format!(
+        "{}[baseline]\nmodel = \"fake/slowbase\"\n",
+        basic(&["a", "b"], "agg")
+    );
+    let mut h = e.start(preset(&text), ask("Q"), RunOptions::default());
+    let mut final_done = false;
+    while let Some(ev) = h.events.recv().await {
+        if let RunEvent::StepDone { step: 1, .. } = ev {
+            final_done = true;
+            h.cancel.cancel();
+        }
+    }
+    assert!(final_done);
+    let rec = h.done.await.unwrap();
+    assert!(rec.cancelled);
+    let f = rec.final_answer.expect("the answer stays");
+    assert_eq!(f.status, CallStatus::Ok);
+    assert_eq!(f.text, "Answer from agg.");
+    let b = rec.baseline.unwrap();
+    assert_eq!(b.status, CallStatus::Cancelled);
+    assert!(b.text.starts_with("tok"), "{:?}", b.text);
+}
+
+#[tokio::test]
 async fn quorum_moves_on_and_records_late_calls() {
     let s = Server::start().await;
     s.script("fast1", vec![Reply::text(&["one"], 1, 1)]);

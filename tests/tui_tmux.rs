@@ -121,6 +121,29 @@ async fn a_person_runs_moa_in_the_workbench() {
     let screen = wait_for(&session, "cancel", Duration::from_secs(5));
     assert!(screen.contains("tok tok"), "{screen}");
 
+    // The run was saved: F3 compares it with the (cancelled) baseline; Ctrl+O lists the session.
+    wait_for(&session, "saved in session", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "F3"]);
+    let screen = wait_for(&session, "MoA vs baseline", Duration::from_secs(5));
+    assert!(screen.contains("MoA / baseline: latency"), "{screen}");
+    assert!(screen.contains("baseline (fake/slow) (failed)"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    // A key right after Esc would read as Alt+key.
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "C-o"]);
+    let screen = wait_for(&session, "1 of 1 shown", Duration::from_secs(5));
+    assert!(screen.contains("1 run(s)  e2e"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "-l", "capital"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "opened session", Duration::from_secs(5));
+    assert!(screen.contains("Final: the capital is Paris."), "{screen}");
+    assert!(screen.contains("run 1/1"), "{screen}");
+    let files: Vec<_> = std::fs::read_dir(home.path().join("sessions"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+
     // Help, then quit: the shell after moa shows its exit status.
     tmux(&["send-keys", "-t", &session, "F1"]);
     wait_for(

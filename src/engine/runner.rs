@@ -284,6 +284,9 @@ impl Runner {
             }
         }
         let wall_ms = ms_since(self.ctx.run_start);
+        // Cancelling once the pipeline has its answer (the baseline still streaming, say) stops
+        // what is still running but takes nothing away from that answer.
+        let pipeline_cancelled = self.cancel.is_cancelled();
         self.collect_late().await;
         self.collect_scores().await;
         let baseline = match baseline {
@@ -291,7 +294,7 @@ impl Runner {
             None => None,
         };
         let cancelled = self.cancel.is_cancelled();
-        let final_answer = if cancelled {
+        let final_answer = if pipeline_cancelled {
             self.partial_final.take().map(|text| FinalAnswer {
                 text,
                 source: "aggregate".into(),

@@ -138,7 +138,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             vec![]
         }
         Msg::SessionSaved(s) => {
-            if app.status.starts_with("done") || app.status.starts_with("re-") {
+            if !app.status.contains("saved in session") {
                 app.status = format!("{} · saved in session {}", app.status, s.id);
             }
             app.shown_run = None;
