@@ -401,6 +401,16 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                     i + 1
                 ))
             })?;
+            let calls: usize = list
+                .iter()
+                .map(|a| a.n.unwrap_or(1))
+                .fold(0, usize::saturating_add);
+            if calls > MAX_CALLS_PER_STEP {
+                return Err(err(format!(
+                    "step {}: {calls} calls (agents times their n); at most {MAX_CALLS_PER_STEP} a step",
+                    i + 1
+                )));
+            }
             let expanded = expand(list);
             if expanded.is_empty() {
                 return Err(err(format!("step {}: agents is empty", i + 1)));
@@ -459,6 +469,13 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
                         i + 1
                     )));
                 }
+                if s.samples.is_some_and(|n| n > MAX_CALLS_PER_STEP) {
+                    return Err(err(format!(
+                        "step {}: samples = {}; at most {MAX_CALLS_PER_STEP}",
+                        i + 1,
+                        s.samples.unwrap_or(0)
+                    )));
+                }
                 Step::SelfMoaSeq {
                     agent: one()?,
                     window,
@@ -513,6 +530,10 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
         text: text.to_string(),
     })
 }
+
+/// More calls than this in one step is a typo (`n = 30000000`), not an experiment: refused before
+/// anything is allocated for them (found by fuzzing the preset loader).
+pub const MAX_CALLS_PER_STEP: usize = 256;
 
 /// Repeat agents with `n = k` k times.
 fn expand(list: Vec<AgentSpec>) -> Vec<AgentSpec> {
@@ -664,6 +685,21 @@ mod tests {
         .to_string();
         assert!(e.starts_with("p.toml:5:1: step 2"), "{e}");
         assert!(e.contains("`rate`"), "{e}");
+
+        // Found by fuzzing: a huge `n` is refused before anything is allocated.
+        for n in ["30000000", "9223372036854775807"] {
+            let e = parse(
+                Path::new("p.toml"),
+                &format!("[[step]]\nop = \"propose\"\nagents = [{{ model = \"a/b\", n = {n} }}, {{ model = \"a/c\", n = {n} }}]\n"),
+                &t(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("p.toml:1:1: step 1") && e.contains("at most 256"),
+                "{e}"
+            );
+        }
 
         let e = parse(Path::new("p.toml"), "[[step]]\nop = \"blend\"\n", &t())
             .unwrap_err()
