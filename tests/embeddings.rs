@@ -68,3 +68,30 @@ fn scorer_reports_its_method_and_a_real_matrix() {
         "the outlier is not the most central"
     );
 }
+
+/// The scorer's cache (answers that finished are not embedded again) gives the same vectors as
+/// embedding afresh, also across the point where it fills up and starts over.
+#[test]
+fn cached_scores_equal_fresh_ones_across_cache_clears() {
+    let Some(dir) = model_dir() else { return };
+    let cached = MiniLmScorer::new(dir.clone());
+    let texts: Vec<String> = (0..100)
+        .map(|i| format!("Answer number {i} about storage engines."))
+        .collect();
+    let fresh = MiniLm::load(&dir).unwrap();
+    for window in [
+        &texts[0..40],
+        &texts[30..70],
+        &texts[0..10],
+        &texts[60..100],
+    ] {
+        let got = cached.matrix(window);
+        assert_eq!(cached.method(), "minilm");
+        let want = moa_workbench::metrics::embed::cosine_matrix(&fresh.embed(window).unwrap());
+        for (r, w) in got.iter().zip(&want) {
+            for (x, y) in r.iter().zip(w) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        }
+    }
+}

@@ -102,3 +102,55 @@ fn the_default_preset_answers_a_factual_question() {
     );
     assert_eq!(rec["baseline"]["temperature"], 0.0);
 }
+
+/// `moa eval` on the embedded model, as the README suggests trying it: the shipped prompt set's
+/// first prompts, the local model as judge. (The judge's paths are tested in depth against the
+/// scripted server; this is the real thing, kept short: the 135M model writes slowly in CI.)
+#[test]
+fn eval_and_judge_run_on_the_embedded_model() {
+    let Some(path) = model_path() else { return };
+    let models = path.parent().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let moa = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_moa"))
+            .args(args)
+            .env("MOA_HOME", home.path())
+            .env("MOA_MODELS_DIR", models)
+            .output()
+            .unwrap()
+    };
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/eval/starter.jsonl");
+    let out = moa(&[
+        "eval",
+        "--preset",
+        "local-self-moa",
+        "--prompts",
+        prompts,
+        "--limit",
+        "2",
+        "--concurrency",
+        "2",
+        "--judge",
+        "local/smollm2-135m",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let sum: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sum["done"], 2);
+    assert_eq!(sum["baseline_model"], "local/smollm2-135m");
+    // Every pair was put to the judge in both orders; a 135M model may not give a verdict.
+    let j = &sum["judge"];
+    let decided = ["wins", "ties", "losses", "errors"]
+        .iter()
+        .map(|k| j[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(decided, 2, "{j}");
+    assert_eq!(
+        sum["accuracy"]["n"], 2,
+        "the first two prompts have references"
+    );
+    assert_eq!(sum["agreement"][0]["method"], "minilm");
+    let out_dir = sum["out"].as_str().unwrap();
+    assert!(std::path::Path::new(out_dir).join("report.md").exists());
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
@@ -96,6 +97,8 @@ pub struct MiniLmScorer {
     /// stream; an answer that has finished keeps its text, so from then on (and in the final score
     /// at the step's end) it costs nothing: the end-of-step score only embeds what finished last.
     cache: Mutex<HashMap<u64, Vec<f32>>>,
+    /// The last `matrix` could not embed (a damaged model file) and used TF-IDF instead.
+    fell_back: AtomicBool,
 }
 
 /// Enough for a few steps of a few proposers; cleared when full (old steps are not scored again).
@@ -114,6 +117,7 @@ impl MiniLmScorer {
             dir,
             model: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
+            fell_back: AtomicBool::new(false),
         }
     }
 
@@ -128,7 +132,13 @@ impl MiniLmScorer {
 
 impl AgreementScorer for MiniLmScorer {
     fn method(&self) -> &str {
-        if self.available() { "minilm" } else { "tfidf" }
+        // After `matrix` (as `agreement::score` calls them): what it actually used.
+        let loaded_ok = self.model.get().is_none_or(|m| m.is_ok());
+        if self.available() && loaded_ok && !self.fell_back.load(Ordering::Relaxed) {
+            "minilm"
+        } else {
+            "tfidf"
+        }
     }
 
     fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>> {
@@ -136,6 +146,7 @@ impl AgreementScorer for MiniLmScorer {
             .model()
             .map_err(|e| e.clone())
             .and_then(|m| self.embed_cached(m, texts));
+        self.fell_back.store(embedded.is_err(), Ordering::Relaxed);
         match embedded {
             Ok(vs) => cosine_matrix(&vs),
             Err(_) => TfIdf.matrix(texts),
@@ -144,43 +155,39 @@ impl AgreementScorer for MiniLmScorer {
 }
 
 impl MiniLmScorer {
-    /// Embed only the texts not seen before.
+    /// Embed only the texts not seen before. Hits are copied out under the lock, so a cache cleared
+    /// meanwhile by another run's scoring (evaluations score many runs at once) loses nothing.
     fn embed_cached(&self, m: &MiniLm, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
         let keys: Vec<u64> = texts.iter().map(|t| text_key(t)).collect();
-        let missing: Vec<String> = {
+        let mut mine: HashMap<u64, Vec<f32>> = HashMap::new();
+        let mut missing: Vec<String> = Vec::new();
+        {
             let cache = self.cache.lock().expect("the cache lock is never poisoned");
-            let mut seen = std::collections::HashSet::new();
-            texts
-                .iter()
-                .zip(&keys)
-                .filter(|(_, k)| !cache.contains_key(k) && seen.insert(**k))
-                .map(|(t, _)| t.clone())
-                .collect()
-        };
-        let fresh = if missing.is_empty() {
-            Vec::new()
-        } else {
-            m.embed(&missing)?
-        };
-        let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
-        if cache.len() + fresh.len() > CACHE_ENTRIES {
-            cache.clear();
+            for (t, k) in texts.iter().zip(&keys) {
+                if mine.contains_key(k) || missing.iter().any(|x| text_key(x) == *k) {
+                    continue;
+                }
+                match cache.get(k) {
+                    Some(v) => {
+                        mine.insert(*k, v.clone());
+                    }
+                    None => missing.push(t.clone()),
+                }
+            }
         }
-        let mut out_of_cache: HashMap<u64, Vec<f32>> = HashMap::new();
-        for (t, v) in missing.iter().zip(fresh) {
-            cache.insert(text_key(t), v.clone());
-            out_of_cache.insert(text_key(t), v);
+        if !missing.is_empty() {
+            let fresh = m.embed(&missing)?;
+            let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
+            if cache.len() + missing.len() > CACHE_ENTRIES {
+                cache.clear();
+            }
+            for (t, v) in missing.iter().zip(fresh) {
+                let k = text_key(t);
+                cache.insert(k, v.clone());
+                mine.insert(k, v);
+            }
         }
-        Ok(keys
-            .iter()
-            .map(|k| {
-                out_of_cache
-                    .get(k)
-                    .or_else(|| cache.get(k))
-                    .cloned()
-                    .expect("every text was embedded")
-            })
-            .collect())
+        Ok(keys.iter().map(|k| mine[k].clone()).collect())
     }
 }
 
