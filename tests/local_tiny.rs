@@ -48,6 +48,10 @@ fn req(seed: Option<u64>, temperature: f64, max_tokens: u32) -> ChatRequest {
     }
 }
 
+/// Tests here that run models take turns: one of them counts the tokens generated process-wide, and
+/// the others would add theirs.
+static MODELS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn collect(
     p: &LocalProvider,
     r: ChatRequest,
@@ -69,6 +73,7 @@ async fn collect(
 
 #[tokio::test]
 async fn same_seed_same_text_and_limits_hold() {
+    let _turn = MODELS.lock().await;
     let p = provider();
     let a = collect(&p, req(Some(7), 1.0, 40)).await;
     let b = collect(&p, req(Some(7), 1.0, 40)).await;
@@ -94,6 +99,7 @@ async fn same_seed_same_text_and_limits_hold() {
 
 #[tokio::test]
 async fn a_dropped_stream_stops_generating() {
+    let _turn = MODELS.lock().await;
     let p = provider();
     // A random model may stop early by chance: take the first seed whose answer gets going.
     let mut started = None;
@@ -142,6 +148,7 @@ async fn unknown_local_models_are_explained() {
 
 #[tokio::test]
 async fn moa_on_the_local_provider_shares_the_prefill() {
+    let _turn = MODELS.lock().await;
     let config = Config::from_toml(
         Folders {
             config_dir: std::env::temp_dir(),
@@ -204,6 +211,7 @@ async fn moa_on_the_local_provider_shares_the_prefill() {
 /// loads and computes the same model: the logits of a prompt stay close to the F32 file's.
 #[test]
 fn every_quantization_computes_the_same_model() {
+    let _turn = MODELS.blocking_lock();
     use candle_core::quantized::GgmlDType;
     let dir = tempfile::tempdir().unwrap();
     // (type, minimum cosine of the logits against F32): coarser types drift more. Measured on

@@ -12,7 +12,7 @@ use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
 use moa_workbench::provider::{anthropic, openai, sse};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct BrokenPipe;
 
 impl std::fmt::Display for BrokenPipe {

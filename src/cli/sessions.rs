@@ -292,7 +292,7 @@ pub fn show_text(s: &Session, runs: &[usize], compare_view: bool, width: usize) 
                 ""
             },
             r.wall_ms as f64 / 1000.0,
-            r.usage.tokens_in + r.usage.tokens_out,
+            r.usage.tokens(),
             fmt_cost((!r.usage.cost_incomplete).then_some(r.usage.cost_usd))
         ));
         out.push_str(&format!(

@@ -51,6 +51,11 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// Tokens in and out. Saturating: the counts come from providers and from files people edit.
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
+    }
+
     /// A call that has produced nothing (yet): the start of placeholders and partial records.
     pub fn empty(slot: usize, model: &str, temperature: Option<f64>, status: CallStatus) -> Self {
         CallRecord {
@@ -122,12 +127,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
+    }
+
     pub fn add(&mut self, c: &CallRecord) {
-        self.tokens_in += c.tokens_in;
-        self.tokens_out += c.tokens_out;
+        self.tokens_in = self.tokens_in.saturating_add(c.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(c.tokens_out);
         match c.cost_usd {
             Some(x) => self.cost_usd += x,
-            None => self.cost_incomplete |= c.tokens_in + c.tokens_out > 0,
+            None => self.cost_incomplete |= c.tokens() > 0,
         }
     }
 }

@@ -19,12 +19,16 @@ pub struct Side {
 }
 
 impl Side {
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in.saturating_add(self.tokens_out)
+    }
+
     /// "4.7 s · 260 tokens · $0.00040 · 4 call(s)"
     pub fn summary(&self) -> String {
         format!(
             "{:.1} s · {} tokens · {} · {} call(s)",
             self.latency_ms as f64 / 1000.0,
-            self.tokens_in + self.tokens_out,
+            self.tokens(),
             fmt_cost(self.cost_usd),
             self.calls
         )
@@ -75,10 +79,7 @@ pub fn compare(run: &SessionRun) -> Comparison {
     let (latency_ratio, tokens_ratio, cost_ratio) = match &baseline {
         Some(b) => (
             ratio(moa.latency_ms as f64, b.latency_ms as f64),
-            ratio(
-                (moa.tokens_in + moa.tokens_out) as f64,
-                (b.tokens_in + b.tokens_out) as f64,
-            ),
+            ratio(moa.tokens() as f64, b.tokens() as f64),
             match (moa.cost_usd, b.cost_usd) {
                 (Some(m), Some(b)) => ratio(m, b),
                 _ => None,

@@ -530,18 +530,10 @@ pub fn summarize(
     let base_cost: f64 = bases.iter().filter_map(|b| b.cost_usd).sum();
     let has_base = !bases.is_empty();
     let n = rs.len().max(1) as f64;
-    let moa_tokens: Vec<f64> = rs
-        .iter()
-        .map(|r| (r.run.usage.tokens_in + r.run.usage.tokens_out) as f64)
-        .collect();
-    let base_tokens: Vec<f64> = bases
-        .iter()
-        .map(|b| (b.tokens_in + b.tokens_out) as f64)
-        .collect();
+    let moa_tokens: Vec<f64> = rs.iter().map(|r| r.run.usage.tokens() as f64).collect();
+    let base_tokens: Vec<f64> = bases.iter().map(|b| b.tokens() as f64).collect();
     let cost_incomplete = rs.iter().any(|r| r.run.usage.cost_incomplete)
-        || bases
-            .iter()
-            .any(|b| b.cost_usd.is_none() && b.tokens_in + b.tokens_out > 0);
+        || bases.iter().any(|b| b.cost_usd.is_none() && b.tokens() > 0);
     let mut per_step: BTreeMap<usize, (String, String, Vec<f64>)> = BTreeMap::new();
     for r in &ok {
         for (i, s) in r.run.steps.iter().enumerate() {

@@ -76,7 +76,7 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
         out,
         "MoA: {} ms, {} tokens, {}.",
         c.moa.latency_ms,
-        c.moa.tokens_in + c.moa.tokens_out,
+        c.moa.tokens(),
         fmt_cost(c.moa.cost_usd)
     );
     if let Some(b) = &c.baseline {
@@ -85,7 +85,7 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
             "{}: {} ms, {} tokens, {}. MoA/baseline: latency {}, tokens {}, cost {}.",
             b.label,
             b.latency_ms,
-            b.tokens_in + b.tokens_out,
+            b.tokens(),
             fmt_cost(b.cost_usd),
             fmt_ratio(c.latency_ratio),
             fmt_ratio(c.tokens_ratio),

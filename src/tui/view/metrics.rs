@@ -146,12 +146,11 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 b.tokens_out,
                 b.cost_usd.map_or("$?".to_string(), |c| format!("${c:.4}"))
             )));
-            if b.tokens_in + b.tokens_out > 0 {
+            if b.tokens() > 0 {
                 lines.push(Line::from(Span::styled(
                     format!(
                         "MoA used {:.1}× the tokens, {:.1}× the time",
-                        (r.usage.tokens_in + r.usage.tokens_out) as f64
-                            / (b.tokens_in + b.tokens_out) as f64,
+                        r.usage.tokens() as f64 / (b.tokens()) as f64,
                         r.wall_ms as f64 / b.latency_ms.max(1) as f64
                     ),
                     styled(Color::DarkGray),
