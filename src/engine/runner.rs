@@ -98,6 +98,7 @@ impl Engine {
             pending_scores: Vec::new(),
             final_source: None,
             partial_final: None,
+            windows: None,
         };
         let done = tokio::spawn(runner.run(preset, opts));
         RunHandle {
@@ -192,6 +193,8 @@ struct Runner {
     final_source: Option<String>,
     /// Text of an aggregator cut off by cancellation: better than nothing for the user.
     partial_final: Option<String>,
+    /// Asking providers for context windows, started with the run so that no step waits for it.
+    windows: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Job {
@@ -241,6 +244,27 @@ impl Runner {
             }
             _ => None,
         };
+        // Steps that put answers into a prompt fit them to the model's window: learn the windows
+        // the config does not know from the providers now, while the first step runs.
+        let fitted: Vec<String> = preset
+            .steps
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Step::Propose { .. } | Step::Shuffle { .. } | Step::Dropout { .. }
+                )
+            })
+            .flat_map(|s| s.models())
+            .map(str::to_string)
+            .collect();
+        if !fitted.is_empty() {
+            let registry = self.ctx.registry.clone();
+            self.windows = Some(tokio::spawn(async move {
+                let models: Vec<&str> = fitted.iter().map(String::as_str).collect();
+                registry.learn_context_windows(&models).await;
+            }));
+        }
         let last_llm = preset
             .steps
             .iter()
@@ -335,16 +359,12 @@ impl Runner {
 
     async fn run_step(&mut self, i: usize, step: &Step, is_final: bool, rec: &mut StepRecord) {
         let texts: Vec<String> = self.responses.iter().map(|r| r.text.clone()).collect();
-        // Steps that put answers into a prompt fit them to the model's window: learn the windows
-        // the config does not know from the providers first.
         if !matches!(
             step,
             Step::Propose { .. } | Step::Shuffle { .. } | Step::Dropout { .. }
-        ) {
-            self.ctx
-                .registry
-                .learn_context_windows(&step.models())
-                .await;
+        ) && let Some(h) = self.windows.take()
+        {
+            let _ = h.await;
         }
         match step {
             Step::Propose { agents, gate } => {

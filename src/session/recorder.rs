@@ -1,6 +1,6 @@
-//! Keeps a session file up to date while runs happen: the session is written when a run starts,
-//! when each step ends, at most once a second while calls finish and answers stream, and when the
-//! run ends. (Writing at every finished call cost 36 ms of CPU in a 19-call run: `benches/overhead`.)
+//! Keeps a session file up to date while runs happen: the session is written when a run starts, at
+//! most once a second while steps end, calls finish and answers stream, and when the run ends.
+//! (Writing at every finished call cost 36 ms of CPU in a 19-call run: `benches/overhead`.)
 //! If the process dies, the file holds the conversation, every finished run, and the run under way
 //! with every finished call and the text the others had streamed.
 //!
@@ -97,7 +97,6 @@ impl Recorder {
         let Some(p) = self.partial.as_mut() else {
             return;
         };
-        let mut save_now = false;
         match ev {
             RunEvent::RunStarted { run, ops, .. } => {
                 p.id = run.to_string();
@@ -127,7 +126,7 @@ impl Recorder {
             }
             RunEvent::StepDone { step, record, .. } => {
                 p.done.insert(*step, record.clone());
-                save_now = true;
+                p.dirty = true;
             }
             RunEvent::RunDone { record } => {
                 self.finish(record.as_ref().clone());
@@ -135,8 +134,7 @@ impl Recorder {
             }
             _ => {}
         }
-        p.dirty |= save_now;
-        if save_now || (p.dirty && self.last_save.elapsed() >= SAVE_EVERY) {
+        if p.dirty && self.last_save.elapsed() >= SAVE_EVERY {
             self.save();
         }
     }
