@@ -1,5 +1,5 @@
-//! Keeps a session file up to date while runs happen: the session is written when a run starts, at
-//! most once a second while steps end, calls finish and answers stream, and when the run ends.
+//! Keeps a session file up to date while runs happen: the session is written a second into a run,
+//! then at most once a second while steps end, calls finish and answers stream, and when it ends.
 //! (Writing at every finished call cost 36 ms of CPU in a 19-call run: `benches/overhead`.)
 //! If the process dies, the file holds the conversation, every finished run, and the run under way
 //! with every finished call and the text the others had streamed.
@@ -68,7 +68,8 @@ impl Recorder {
         }
     }
 
-    /// A run starts: save the session with the turn it answers, before any token is spent.
+    /// A run starts: it is written (with the turn it answers) a second in, then at most once a
+    /// second, and at its end; and when the recorder is dropped, panics included.
     pub fn begin(
         &mut self,
         preset: &Preset,
@@ -90,7 +91,8 @@ impl Recorder {
             baseline: None,
             dirty: true,
         });
-        self.save();
+        // The first snapshot comes a second in: a run shorter than that is written once, at its end.
+        self.last_save = Instant::now();
     }
 
     pub fn event(&mut self, ev: &RunEvent) {
