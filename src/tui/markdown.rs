@@ -54,6 +54,11 @@ impl Markdown {
     }
 
     /// Render what is new in `text` (which only ever grows, or is replaced: then start over).
+    /// Forget everything rendered: the pane's text is starting over (a re-run).
+    pub fn clear(&mut self) {
+        *self = Markdown::new(self.color);
+    }
+
     fn update(&mut self, text: &str) {
         if text.len() < self.done || !text.is_char_boundary(self.done) {
             *self = Markdown::new(self.color);

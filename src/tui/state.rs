@@ -64,6 +64,19 @@ impl Pane {
         }
     }
 
+    /// Back to waiting, empty, for the call to run again (re-aggregation, a re-run proposer).
+    pub fn reset(&mut self) {
+        self.text.clear();
+        self.error = None;
+        self.status = PaneStatus::Waiting;
+        self.latency_ms = None;
+        self.ttft_ms = None;
+        self.started_at = None;
+        self.first_token_at = None;
+        self.scroll_from_end = None;
+        self.md.borrow_mut().clear();
+    }
+
     pub fn finish(&mut self, r: &CallRecord) {
         self.status = match r.status {
             CallStatus::Ok | CallStatus::Dropped => PaneStatus::Done,

@@ -440,14 +440,7 @@ fn reaggregate(app: &mut App, prompt: Option<String>) -> Vec<Effect> {
         return vec![];
     }
     if let Some(p) = app.pane_by_id_mut(PaneId::Final) {
-        p.text.clear();
-        p.error = None;
-        p.status = PaneStatus::Waiting;
-        p.latency_ms = None;
-        p.ttft_ms = None;
-        p.started_at = None;
-        p.first_token_at = None;
-        p.scroll_from_end = None;
+        p.reset();
     }
     if let Some(r) = app.run.as_mut() {
         r.record = None;
@@ -590,14 +583,7 @@ fn rerun_proposer(app: &mut App, id: PaneId) -> Vec<Effect> {
         return vec![];
     };
     if let Some(p) = app.pane_by_id_mut(id) {
-        p.text.clear();
-        p.error = None;
-        p.status = PaneStatus::Waiting;
-        p.latency_ms = None;
-        p.ttft_ms = None;
-        p.started_at = None;
-        p.first_token_at = None;
-        p.scroll_from_end = None;
+        p.reset();
         p.model = agent.model.clone();
         p.temperature = agent.temperature;
     }
