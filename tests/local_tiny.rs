@@ -215,8 +215,8 @@ fn every_quantization_computes_the_same_model() {
     use candle_core::quantized::GgmlDType;
     let dir = tempfile::tempdir().unwrap();
     // (type, minimum cosine of the logits against F32): coarser types drift more. Measured on
-    // this random model: Q8_0 0.9993, Q6K 0.996, Q5 0.976-0.989, Q4 0.925-0.967, Q3K 0.78-0.85,
-    // Q2K 0.50-0.56 (another model's logits: about 0).
+    // this (seeded) random model: Q8_0 0.9991, Q6K 0.9956, Q5 0.987-0.991, Q4 0.937-0.968, Q3K
+    // 0.709, Q2K 0.494 (another model's logits: about 0).
     let kinds = [
         (GgmlDType::F32, 0.99999),
         (GgmlDType::F16, 0.9999),
@@ -228,7 +228,7 @@ fn every_quantization_computes_the_same_model() {
         (GgmlDType::Q4_0, 0.9),
         (GgmlDType::Q4_1, 0.9),
         (GgmlDType::Q4K, 0.9),
-        (GgmlDType::Q3K, 0.65),
+        (GgmlDType::Q3K, 0.6),
         (GgmlDType::Q2K, 0.3),
     ];
     let paths: Vec<(PathBuf, GgmlDType)> = kinds
