@@ -84,3 +84,17 @@ pub enum RunEvent {
         record: Box<RunRecord>,
     },
 }
+
+impl RunEvent {
+    /// The call an event belongs to, for events of one call.
+    pub fn tag_mut(&mut self) -> Option<&mut CallTag> {
+        match self {
+            RunEvent::CallStarted { tag, .. }
+            | RunEvent::Retrying { tag, .. }
+            | RunEvent::Delta { tag, .. }
+            | RunEvent::CallFinished { tag, .. }
+            | RunEvent::CallFailed { tag, .. } => Some(tag),
+            _ => None,
+        }
+    }
+}

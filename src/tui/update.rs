@@ -1001,51 +1001,13 @@ fn remap(ev: RunEvent, fs: usize, slot: Option<usize>) -> RunEvent {
         Stage::Step(0) => Stage::Step(fs),
         other => other,
     };
-    let slot_of = |s: usize| slot.unwrap_or(s);
+    let mut ev = ev;
+    if let Some(tag) = ev.tag_mut() {
+        tag.stage = map(tag.stage);
+        tag.slot = slot.unwrap_or(tag.slot);
+        return ev;
+    }
     match ev {
-        RunEvent::CallStarted {
-            mut tag,
-            temperature,
-            final_candidate,
-        } => {
-            tag.stage = map(tag.stage);
-            tag.slot = slot_of(tag.slot);
-            RunEvent::CallStarted {
-                tag,
-                temperature,
-                final_candidate,
-            }
-        }
-        RunEvent::Delta { mut tag, text } => {
-            tag.stage = map(tag.stage);
-            tag.slot = slot_of(tag.slot);
-            RunEvent::Delta { tag, text }
-        }
-        RunEvent::CallFinished { mut tag, record } => {
-            tag.stage = map(tag.stage);
-            tag.slot = slot_of(tag.slot);
-            RunEvent::CallFinished { tag, record }
-        }
-        RunEvent::CallFailed { mut tag, record } => {
-            tag.stage = map(tag.stage);
-            tag.slot = slot_of(tag.slot);
-            RunEvent::CallFailed { tag, record }
-        }
-        RunEvent::Retrying {
-            mut tag,
-            attempt,
-            delay_ms,
-            reason,
-        } => {
-            tag.stage = map(tag.stage);
-            tag.slot = slot_of(tag.slot);
-            RunEvent::Retrying {
-                tag,
-                attempt,
-                delay_ms,
-                reason,
-            }
-        }
         // The one-step run's step and agreement events would land on the proposers' step 0.
         RunEvent::StepStarted { run, .. }
         | RunEvent::StepDone { run, .. }
