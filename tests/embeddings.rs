@@ -8,17 +8,32 @@ use std::path::PathBuf;
 use moa_workbench::config::Folders;
 use moa_workbench::fetch;
 use moa_workbench::metrics::agreement::{self, AgreementScorer};
-use moa_workbench::metrics::embed::{MiniLm, MiniLmScorer};
+use moa_workbench::metrics::embed::{Backend, MiniLm, MiniLmScorer, cosine_matrix};
 
 fn model_dir() -> Option<PathBuf> {
     let file = support::fetched(fetch::MINILM[0].path(&Folders::from_env().models_dir))?;
     file.parent().map(|d| d.to_path_buf())
 }
 
+/// The backends this machine runs: candle everywhere, AMX where the CPU and OS allow it.
+fn backends() -> Vec<Backend> {
+    if Backend::best() == Backend::Amx {
+        vec![Backend::Candle, Backend::Amx]
+    } else {
+        eprintln!("no AMX on this machine: only candle is checked");
+        vec![Backend::Candle]
+    }
+}
+
 #[test]
 fn minilm_matches_the_reference_cosines() {
     let Some(dir) = model_dir() else { return };
-    let m = MiniLm::load(&dir).unwrap();
+    for backend in backends() {
+        reference_cosines(&MiniLm::load_on(&dir, backend).unwrap());
+    }
+}
+
+fn reference_cosines(m: &MiniLm) {
     let v = support::shared_testdata("minilm-cosine-vectors.json");
     let tol = v["tolerance"].as_f64().unwrap();
     for pair in v["pairs"].as_array().unwrap() {
@@ -31,7 +46,11 @@ fn minilm_matches_the_reference_cosines() {
             .map(|(x, y)| (*x as f64) * (*y as f64))
             .sum();
         let want = pair["cosine"].as_f64().unwrap();
-        assert!((cos - want).abs() <= tol, "{a:?} / {b:?}: {cos} vs {want}");
+        assert!(
+            (cos - want).abs() <= tol,
+            "{:?}: {a:?} / {b:?}: {cos} vs {want}",
+            m.backend()
+        );
     }
     let first = &v["first_dims"];
     let e = m
@@ -40,7 +59,8 @@ fn minilm_matches_the_reference_cosines() {
     for (i, want) in first["values"].as_array().unwrap().iter().enumerate() {
         assert!(
             (e[0][i] as f64 - want.as_f64().unwrap()).abs() <= tol,
-            "dim {i}"
+            "{:?}: dim {i}",
+            m.backend()
         );
     }
 }
@@ -92,6 +112,53 @@ fn cached_scores_equal_fresh_ones_across_cache_clears() {
             for (x, y) in r.iter().zip(w) {
                 assert!((x - y).abs() < 1e-5, "{x} vs {y}");
             }
+        }
+    }
+}
+
+/// The AMX encoder computes in bf16 parts; on answers as long as proposers give (up to the 256
+/// tokens kept, of different lengths so that padding and masking are exercised) it must give
+/// candle's f32 vectors and cosines, far inside the reference tolerance.
+#[test]
+fn amx_and_candle_agree_on_long_answers() {
+    let Some(dir) = model_dir() else { return };
+    if Backend::best() != Backend::Amx {
+        eprintln!("no AMX on this machine: nothing to compare");
+        return;
+    }
+    let amx = MiniLm::load_on(&dir, Backend::Amx).unwrap();
+    let candle = MiniLm::load_on(&dir, Backend::Candle).unwrap();
+    let sentences = [
+        "B-trees update pages in place and keep reads cheap.",
+        "LSM-trees buffer writes in memory and flush sorted runs, trading read amplification for write throughput.",
+        "Compaction merges runs in the background; bloom filters skip runs that cannot hold a key.",
+        "For read-heavy workloads with point lookups, prefer a B-tree; for ingest-heavy ones, an LSM-tree.",
+        "Quarterly revenue grew by eight percent, driven by subscriptions in Europe.",
+    ];
+    let texts: Vec<String> = [0usize, 1, 3, 7, 20, 60]
+        .iter()
+        .enumerate()
+        .map(|(i, reps)| {
+            let mut t = String::from("Hi.");
+            for r in 0..*reps {
+                t.push(' ');
+                t.push_str(sentences[(i + r) % sentences.len()]);
+            }
+            t
+        })
+        .collect();
+    let (a, c) = (amx.embed(&texts).unwrap(), candle.embed(&texts).unwrap());
+    let worst = a
+        .iter()
+        .zip(&c)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0f32, f32::max);
+    eprintln!("largest difference in a dimension: {worst}");
+    assert!(worst < 2e-5, "largest difference in a dimension: {worst}");
+    let (ma, mc) = (cosine_matrix(&a), cosine_matrix(&c));
+    for (ra, rc) in ma.iter().zip(&mc) {
+        for (x, y) in ra.iter().zip(rc) {
+            assert!((x - y).abs() < 1e-5, "cosine {x} vs {y}");
         }
     }
 }
