@@ -176,18 +176,16 @@ fn amx_encoder(config: &Config, weights: &[u8]) -> Result<moa_bert::Encoder, Str
         if t.dtype() != safetensors::Dtype::F32 {
             return Err(format!("tensor {name} is {:?}, not F32", t.dtype()));
         }
-        let values: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.len() < len {
+        if t.data().len() < 4 * len {
             return Err(format!(
                 "tensor {name} holds {} values, not {len}",
-                values.len()
+                t.data().len() / 4
             ));
         }
-        Ok(values[..len].to_vec())
+        Ok(t.data()[..4 * len]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     })
 }
 

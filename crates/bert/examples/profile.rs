@@ -11,6 +11,7 @@ fn main() {
         eps: 1e-12,
     };
     let mut seed = 1u64;
+    let t = std::time::Instant::now();
     let enc = moa_bert::Encoder::load(dims, |_, len| {
         Ok((0..len)
             .map(|_| {
@@ -22,6 +23,10 @@ fn main() {
             .collect())
     })
     .unwrap();
+    println!(
+        "load (made-up weights) {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let seqs: Vec<Vec<u32>> = (0..6)
         .map(|s| {
             (0..256)
