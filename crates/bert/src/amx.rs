@@ -2,8 +2,8 @@
 //! low bf16 part so that the product keeps nearly f32 accuracy (see the crate docs).
 //!
 //! Every tile is 16 rows × 64 bytes: 16×32 bf16 for A, 16 pairs-of-rows × 16 columns for B (AMX
-//! wants B's consecutive k values interleaved in pairs), 16×16 f32 for C. The kernel keeps two C
-//! tiles (32 rows × 16 columns) and uses the other six registers for A and B, high and low.
+//! wants B's consecutive k values interleaved in pairs), 16×16 f32 for C. The kernel keeps a
+//! 32×32 block of C in four tiles and streams A and B through the other four.
 
 use std::marker::PhantomData;
 

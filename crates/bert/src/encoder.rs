@@ -20,18 +20,70 @@ pub struct Dims {
     pub eps: f32,
 }
 
+/// Where the weights come from: `(name, len)` gives the first `len` values of a tensor.
+type Tensors<'a> = dyn FnMut(&str, usize) -> Result<Vec<f32>, String> + 'a;
+
+/// A linear layer, its weight packed for the tiles.
+struct Linear {
+    w: PackedB,
+    bias: Vec<f32>,
+}
+
+impl Linear {
+    /// One layer from one or more (stacked: query, key and value make one) `prefix.weight` and
+    /// `prefix.bias`, each `out` × `inp`.
+    fn load(
+        t: &mut Tensors,
+        prefixes: &[String],
+        out: usize,
+        inp: usize,
+    ) -> Result<Linear, String> {
+        let (mut w, mut bias) = (Vec::new(), Vec::new());
+        for prefix in prefixes {
+            w.extend(t(&format!("{prefix}.weight"), out * inp)?);
+            bias.extend(t(&format!("{prefix}.bias"), out)?);
+        }
+        Ok(Linear {
+            w: PackedB::linear(&w, out * prefixes.len(), inp),
+            bias,
+        })
+    }
+
+    /// out = a·Wᵀ + bias, `out`'s rows `ldc` apart.
+    fn apply(&self, tiles: &Tiles, a: &PackedA, out: &mut [f32], ldc: usize) {
+        gemm(tiles, a, &self.w, Some(&self.bias), out, ldc);
+    }
+}
+
+struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl LayerNorm {
+    fn load(t: &mut Tensors, prefix: &str, width: usize) -> Result<LayerNorm, String> {
+        Ok(LayerNorm {
+            gamma: t(&format!("{prefix}.weight"), width)?,
+            beta: t(&format!("{prefix}.bias"), width)?,
+        })
+    }
+
+    /// x = LayerNorm(x + add) over the first `rows` rows.
+    #[inline(always)]
+    fn apply(&self, x: &mut [f32], add: Option<&[f32]>, rows: usize, eps: f32) {
+        let width = self.gamma.len();
+        math::add_layer_norm(x, add, rows, width, &self.gamma, &self.beta, eps);
+    }
+}
+
 struct Layer {
     /// Query, key and value in one product: 3·hidden outputs.
-    qkv: PackedB,
-    qkv_bias: Vec<f32>,
-    out: PackedB,
-    out_bias: Vec<f32>,
-    ln1: (Vec<f32>, Vec<f32>),
-    up: PackedB,
-    up_bias: Vec<f32>,
-    down: PackedB,
-    down_bias: Vec<f32>,
-    ln2: (Vec<f32>, Vec<f32>),
+    qkv: Linear,
+    out: Linear,
+    ln1: LayerNorm,
+    up: Linear,
+    down: Linear,
+    ln2: LayerNorm,
 }
 
 pub struct Encoder {
@@ -39,7 +91,7 @@ pub struct Encoder {
     word: Vec<f32>,
     position: Vec<f32>,
     token_type: Vec<f32>,
-    ln: (Vec<f32>, Vec<f32>),
+    ln: LayerNorm,
     layers: Vec<Layer>,
 }
 
@@ -63,7 +115,8 @@ impl Encoder {
     }
 
     /// Build from a model's tensors, named as Hugging Face's BertModel names them; `tensor(name,
-    /// len)` returns one as f32 and must fail when it is missing or does not hold `len` values.
+    /// len)` returns the first `len` values of one as f32, and fails when it is missing or
+    /// shorter.
     pub fn load(
         dims: Dims,
         mut tensor: impl FnMut(&str, usize) -> Result<Vec<f32>, String>,
@@ -76,58 +129,29 @@ impl Encoder {
                 dims.heads
             ));
         }
-        let mut ln = |prefix: &str| -> Result<(Vec<f32>, Vec<f32>), String> {
-            Ok((
-                tensor(&format!("{prefix}.weight"), h)?,
-                tensor(&format!("{prefix}.bias"), h)?,
-            ))
-        };
-        let embeddings_ln = ln("embeddings.LayerNorm")?;
+        let t: &mut Tensors = &mut tensor;
         let mut layers = Vec::with_capacity(dims.layers);
         for l in 0..dims.layers {
             let p = format!("encoder.layer.{l}");
-            let mut qkv_w = Vec::with_capacity(3 * h * h);
-            let mut qkv_bias = Vec::with_capacity(3 * h);
-            for part in ["query", "key", "value"] {
-                qkv_w.extend(tensor(&format!("{p}.attention.self.{part}.weight"), h * h)?);
-                qkv_bias.extend(tensor(&format!("{p}.attention.self.{part}.bias"), h)?);
-            }
-            let out_w = tensor(&format!("{p}.attention.output.dense.weight"), h * h)?;
-            let out_bias = tensor(&format!("{p}.attention.output.dense.bias"), h)?;
-            let ln1 = (
-                tensor(&format!("{p}.attention.output.LayerNorm.weight"), h)?,
-                tensor(&format!("{p}.attention.output.LayerNorm.bias"), h)?,
-            );
-            let up_w = tensor(&format!("{p}.intermediate.dense.weight"), i * h)?;
-            let up_bias = tensor(&format!("{p}.intermediate.dense.bias"), i)?;
-            let down_w = tensor(&format!("{p}.output.dense.weight"), h * i)?;
-            let down_bias = tensor(&format!("{p}.output.dense.bias"), h)?;
-            let ln2 = (
-                tensor(&format!("{p}.output.LayerNorm.weight"), h)?,
-                tensor(&format!("{p}.output.LayerNorm.bias"), h)?,
-            );
+            let qkv = ["query", "key", "value"].map(|part| format!("{p}.attention.self.{part}"));
             layers.push(Layer {
-                qkv: PackedB::linear(&qkv_w, 3 * h, h),
-                qkv_bias,
-                out: PackedB::linear(&out_w, h, h),
-                out_bias,
-                ln1,
-                up: PackedB::linear(&up_w, i, h),
-                up_bias,
-                down: PackedB::linear(&down_w, h, i),
-                down_bias,
-                ln2,
+                qkv: Linear::load(t, &qkv, h, h)?,
+                out: Linear::load(t, &[format!("{p}.attention.output.dense")], h, h)?,
+                ln1: LayerNorm::load(t, &format!("{p}.attention.output.LayerNorm"), h)?,
+                up: Linear::load(t, &[format!("{p}.intermediate.dense")], i, h)?,
+                down: Linear::load(t, &[format!("{p}.output.dense")], h, i)?,
+                ln2: LayerNorm::load(t, &format!("{p}.output.LayerNorm"), h)?,
             });
         }
         Ok(Encoder {
-            word: tensor("embeddings.word_embeddings.weight", dims.vocab * h)?,
-            position: tensor(
+            word: t("embeddings.word_embeddings.weight", dims.vocab * h)?,
+            position: t(
                 "embeddings.position_embeddings.weight",
                 dims.max_positions * h,
             )?,
-            token_type: tensor("embeddings.token_type_embeddings.weight", h)
-                .or_else(|_| tensor("embeddings.token_type_embeddings.weight", 2 * h))?,
-            ln: embeddings_ln,
+            // Row 0: every token is of type 0.
+            token_type: t("embeddings.token_type_embeddings.weight", h)?,
+            ln: LayerNorm::load(t, "embeddings.LayerNorm", h)?,
             layers,
             dims,
         })
@@ -210,19 +234,12 @@ impl Encoder {
                 *x = w + p + ty;
             }
         }
-        math::add_layer_norm(&mut s.x, None, n, h, &self.ln.0, &self.ln.1, eps);
+        self.ln.apply(&mut s.x, None, n, eps);
 
         let scale = 1.0 / (head as f32).sqrt();
         for layer in &self.layers {
             s.a.pack(&s.x, n, h, h);
-            gemm(
-                tiles,
-                &s.a,
-                &layer.qkv,
-                Some(&layer.qkv_bias),
-                &mut s.qkv,
-                3 * h,
-            );
+            layer.qkv.apply(tiles, &s.a, &mut s.qkv, 3 * h);
             for hd in 0..heads {
                 let (q, k, v) = (hd * head, h + hd * head, 2 * h + hd * head);
                 let qkv = &s.qkv;
@@ -239,52 +256,15 @@ impl Encoder {
                 gemm(tiles, &s.a, &s.b, None, &mut s.context[hd * head..], h);
             }
             s.a.pack(&s.context, n, h, h);
-            gemm(
-                tiles,
-                &s.a,
-                &layer.out,
-                Some(&layer.out_bias),
-                &mut s.sum,
-                h,
-            );
-            math::add_layer_norm(
-                &mut s.x,
-                Some(&s.sum),
-                n,
-                h,
-                &layer.ln1.0,
-                &layer.ln1.1,
-                eps,
-            );
+            layer.out.apply(tiles, &s.a, &mut s.sum, h);
+            layer.ln1.apply(&mut s.x, Some(&s.sum), n, eps);
 
             s.a.pack(&s.x, n, h, h);
-            gemm(
-                tiles,
-                &s.a,
-                &layer.up,
-                Some(&layer.up_bias),
-                &mut s.up,
-                inter,
-            );
+            layer.up.apply(tiles, &s.a, &mut s.up, inter);
             math::gelu(&mut s.up[..n * inter]);
             s.a.pack(&s.up, n, inter, inter);
-            gemm(
-                tiles,
-                &s.a,
-                &layer.down,
-                Some(&layer.down_bias),
-                &mut s.sum,
-                h,
-            );
-            math::add_layer_norm(
-                &mut s.x,
-                Some(&s.sum),
-                n,
-                h,
-                &layer.ln2.0,
-                &layer.ln2.1,
-                eps,
-            );
+            layer.down.apply(tiles, &s.a, &mut s.sum, h);
+            layer.ln2.apply(&mut s.x, Some(&s.sum), n, eps);
         }
 
         // Mean over the tokens, in f64 (one pass, cheap), then unit length.
