@@ -69,8 +69,13 @@ impl MiniLm {
             .map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| format!("{}: {e}", dir.join("tokenizer.json").display()))?;
-        // The shipped tokenizer pads everything to 128: pad per batch instead, truncate at 256.
-        tokenizer.with_padding(Some(PaddingParams::default()));
+        // The shipped tokenizer pads everything to 128. candle takes a batch as one tensor, so pad
+        // to the batch's longest; the AMX encoder takes each text as it is, so do not pad.
+        // Truncate at 256 either way.
+        tokenizer.with_padding(match backend {
+            Backend::Candle => Some(PaddingParams::default()),
+            Backend::Amx => None,
+        });
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -114,14 +119,7 @@ impl MiniLm {
             .map_err(|e| e.to_string())?;
         let model = match &self.forward {
             Forward::Amx(encoder) => {
-                // Unpadded: padding is on the right, where the attention mask is 0.
-                let ids: Vec<Vec<u32>> = enc
-                    .iter()
-                    .map(|e| {
-                        let n = e.get_attention_mask().iter().filter(|m| **m == 1).count();
-                        e.get_ids()[..n].to_vec()
-                    })
-                    .collect();
+                let ids: Vec<Vec<u32>> = enc.iter().map(|e| e.get_ids().to_vec()).collect();
                 return encoder.embed(&ids);
             }
             Forward::Candle(model) => model,
