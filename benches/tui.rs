@@ -21,10 +21,11 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-/// An answer of about `tokens` tokens (~4 characters each) with prose, lists and code blocks.
+/// An answer of about `tokens` tokens (~4 characters each) with prose, nested lists, a table and
+/// code blocks (Rust with spaces, Go with tabs), as code-heavy answers are.
 fn answer(tokens: usize, seed: usize) -> Vec<String> {
     let chunk = format!(
-        "## Part {seed}\nB-trees keep **sorted keys** in pages; LSM-trees buffer writes in a *memtable*.\n- reads: `O(log n)` page visits\n- writes: sequential, merged in the background\n\n```rust\nfn lookup(tree: &BTree, key: u64) -> Option<&Value> {{\n    tree.root().find(key)\n}}\n```\n\n"
+        "## Part {seed}\nB-trees keep **sorted keys** in pages; LSM-trees buffer writes in a *memtable*.\n- reads: `O(log n)` page visits\n- writes: sequential, merged in the background\n\n```rust\nfn lookup(tree: &BTree, key: u64) -> Option<&Value> {{\n    tree.root().find(key)\n}}\n```\n\n1. merge policy\n   - tiered: *fewer* writes\n   - leveled: fewer reads\n\n| op | B-tree | LSM |\n|---|:-:|--:|\n| read | 1 | k |\n\n```go\nfunc flush(m *Memtable) error {{\n\tfor _, kv := range m.Sorted() {{\n\t\tif err := w.Write(kv); err != nil {{\n\t\t\treturn err\n\t\t}}\n\t}}\n\treturn nil\n}}\n```\n\n"
     );
     let text = chunk.repeat(tokens * 4 / chunk.len() + 1);
     // Tokens of ~4 characters, as a tokenizer would cut them.
@@ -45,11 +46,13 @@ fn main() {
         update(
             &mut app,
             Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
+            Instant::now(),
         );
     }
     update(
         &mut app,
         Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        Instant::now(),
     );
     let answers: Vec<Vec<String>> = (0..6).map(|k| answer(8_000, k)).collect();
     let mut terminal = Terminal::new(TestBackend::new(160, 45)).unwrap();
@@ -78,6 +81,7 @@ fn main() {
                         tag: tag(slot),
                         text: a[sent].clone(),
                     })),
+                    Instant::now(),
                 );
             }
             sent += 1;

@@ -1,5 +1,6 @@
 //! moa-workbench: a Mixture-of-Agents engine with a terminal workbench and headless runs.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -7,6 +8,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod provider;
 pub mod session;
+pub mod text;
 pub mod tui;
 
 /// candle allocates a fresh buffer for every tensor op. With glibc's defaults, buffers of a few MB

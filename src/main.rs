@@ -75,12 +75,17 @@ fn main() -> ExitCode {
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),
-        None => moa_workbench::tui::main(args.config.as_deref(), args.preset),
+        None => moa_workbench::tui::main(args.config.as_deref(), args.preset).map_err(|e| {
+            cli::CliError {
+                code: e.code(),
+                message: e.to_string(),
+            }
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("moa: {}", e.message);
+            eprintln!("moa: {}", moa_workbench::text::sanitize::err(&e.message));
             ExitCode::from(e.code)
         }
     }

@@ -9,7 +9,7 @@ use moa_workbench::engine::preset::{self, Preset};
 use moa_workbench::engine::prompts::Templates;
 use moa_workbench::engine::record::{CallRecord, CallStatus, FinalAnswer, RunRecord, Usage};
 use moa_workbench::provider::Role;
-use moa_workbench::tui::state::{App, Focus, Overlay, PaneId, PaneStatus};
+use moa_workbench::tui::state::{App, Focus, Overlay, PaneId, PaneStatus, RunMode};
 use moa_workbench::tui::update::{Effect, Msg, update};
 use moa_workbench::tui::view::view;
 use ratatui::Terminal;
@@ -42,6 +42,11 @@ fn app() -> App {
     App::new(preset(), vec!["demo".into(), "other".into()], false)
 }
 
+/// `update` at the current time (the loop passes its clock the same way).
+fn up(app: &mut App, msg: Msg) -> Vec<Effect> {
+    update(app, msg, std::time::Instant::now())
+}
+
 fn key(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
 }
@@ -52,7 +57,7 @@ fn key_mod(code: KeyCode, m: KeyModifiers) -> Msg {
 
 fn type_text(app: &mut App, s: &str) {
     for c in s.chars() {
-        update(app, key(KeyCode::Char(c)));
+        up(app, key(KeyCode::Char(c)));
     }
 }
 
@@ -97,7 +102,7 @@ fn call(
 }
 
 fn delta(app: &mut App, stage: Stage, slot: usize, model: &str, text: &str) {
-    update(
+    up(
         app,
         Msg::Run(Box::new(RunEvent::Delta {
             tag: tag(stage, slot, model),
@@ -114,11 +119,11 @@ const BRAVO: &str = "It is Paris, on the Seine.\n- population ~2.1M\n- see [wiki
 fn streaming() -> App {
     let mut a = app();
     type_text(&mut a, "What is the capital of France?");
-    let fx = update(&mut a, key(KeyCode::Enter));
+    let fx = up(&mut a, key(KeyCode::Enter));
     assert!(matches!(fx.as_slice(), [Effect::StartRun { .. }]));
     delta(&mut a, Stage::Step(0), 0, "fake/alpha", &ALPHA[..60]);
     delta(&mut a, Stage::Step(0), 1, "fake/bravo", BRAVO);
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::CallFailed {
             tag: tag(Stage::Step(0), 2, "fake/charlie"),
@@ -143,7 +148,7 @@ fn finished() -> App {
         (0, "fake/alpha", ALPHA, 2100),
         (1, "fake/bravo", BRAVO, 3400),
     ] {
-        update(
+        up(
             &mut a,
             Msg::Run(Box::new(RunEvent::CallFinished {
                 tag: tag(Stage::Step(0), slot, model),
@@ -151,7 +156,7 @@ fn finished() -> App {
             })),
         );
     }
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::Agreement {
             run: "01TEST".into(),
@@ -178,7 +183,7 @@ fn finished() -> App {
         1200,
         200,
     );
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::CallFinished {
             tag: tag(Stage::Step(1), 0, "fake/agg"),
@@ -186,7 +191,7 @@ fn finished() -> App {
         })),
     );
     let base = call(0, "fake/base", "Paris.", CallStatus::Ok, 1500, 250);
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::CallFinished {
             tag: tag(Stage::Baseline, 0, "fake/base"),
@@ -215,7 +220,7 @@ fn finished() -> App {
         },
         cancelled: false,
     };
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::RunDone {
             record: Box::new(record),
@@ -245,7 +250,7 @@ fn snapshots() {
     insta::assert_snapshot!("finished_wide", screen(&finished(), 160, 45));
     insta::assert_snapshot!("finished_narrow", screen(&finished(), 80, 24));
     let mut help = finished();
-    update(&mut help, key(KeyCode::F(1)));
+    up(&mut help, key(KeyCode::F(1)));
     insta::assert_snapshot!("help", screen(&help, 120, 30));
     insta::assert_snapshot!("too_small", screen(&app(), 50, 12));
 }
@@ -253,7 +258,7 @@ fn snapshots() {
 #[test]
 fn sending_a_prompt_and_multi_turn() {
     let mut a = finished();
-    assert!(!a.running);
+    assert!(!a.running());
     assert_eq!(a.conversation.len(), 2);
     assert_eq!(a.conversation[1].role, Role::Assistant);
     assert_eq!(
@@ -261,7 +266,7 @@ fn sending_a_prompt_and_multi_turn() {
         "The capital of France is **Paris**."
     );
     type_text(&mut a, "And of Italy?");
-    let fx = update(&mut a, key(KeyCode::Enter));
+    let fx = up(&mut a, key(KeyCode::Enter));
     match fx.as_slice() {
         [
             Effect::StartRun {
@@ -274,25 +279,25 @@ fn sending_a_prompt_and_multi_turn() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(a.running);
+    assert!(a.running());
     assert!(a.input.is_empty());
     // Enter while running does not start another run.
     type_text(&mut a, "x");
-    assert!(update(&mut a, key(KeyCode::Enter)).is_empty());
+    assert!(up(&mut a, key(KeyCode::Enter)).is_empty());
     // Esc cancels.
-    assert_eq!(update(&mut a, key(KeyCode::Esc)), vec![Effect::Cancel]);
+    assert_eq!(up(&mut a, key(KeyCode::Esc)), vec![Effect::Cancel]);
 }
 
 #[test]
 fn editing_keys() {
     let mut a = app();
     type_text(&mut a, "line one");
-    update(&mut a, key_mod(KeyCode::Enter, KeyModifiers::ALT));
+    up(&mut a, key_mod(KeyCode::Enter, KeyModifiers::ALT));
     type_text(&mut a, "two");
-    update(&mut a, key_mod(KeyCode::Char('j'), KeyModifiers::CONTROL));
+    up(&mut a, key_mod(KeyCode::Char('j'), KeyModifiers::CONTROL));
     type_text(&mut a, "three");
     assert_eq!(a.input.lines(), ["line one", "two", "three"]);
-    let fx = update(&mut a, key(KeyCode::Enter));
+    let fx = up(&mut a, key(KeyCode::Enter));
     match fx.as_slice() {
         [Effect::StartRun { messages, .. }] => {
             assert_eq!(messages[0].content, "line one\ntwo\nthree")
@@ -301,45 +306,45 @@ fn editing_keys() {
     }
     // An empty prompt is not sent.
     let mut b = app();
-    assert!(update(&mut b, key(KeyCode::Enter)).is_empty());
+    assert!(up(&mut b, key(KeyCode::Enter)).is_empty());
     assert!(b.status.contains("type a prompt"));
     // History.
     let mut c = finished();
-    update(&mut c, key_mod(KeyCode::Up, KeyModifiers::CONTROL));
+    up(&mut c, key_mod(KeyCode::Up, KeyModifiers::CONTROL));
     assert_eq!(c.input.lines(), ["What is the capital of France?"]);
 }
 
 #[test]
 fn help_focus_scroll_maximize_copy_quit() {
     let mut a = finished();
-    update(&mut a, key(KeyCode::F(1)));
+    up(&mut a, key(KeyCode::F(1)));
     assert_eq!(a.overlay, Overlay::Help);
-    update(&mut a, key(KeyCode::Esc));
+    up(&mut a, key(KeyCode::Esc));
     assert_eq!(a.overlay, Overlay::None);
-    update(&mut a, key(KeyCode::Char('?')));
+    up(&mut a, key(KeyCode::Char('?')));
     assert_eq!(
         a.overlay,
         Overlay::Help,
         "? opens help when the prompt is empty"
     );
-    update(&mut a, key(KeyCode::Char('q')));
-    update(&mut a, key(KeyCode::Tab));
+    up(&mut a, key(KeyCode::Char('q')));
+    up(&mut a, key(KeyCode::Tab));
     assert_eq!(a.focus, Focus::Pane(PaneId::Call(0, 0)));
-    update(&mut a, key(KeyCode::Up));
+    up(&mut a, key(KeyCode::Up));
     assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().scroll_from_end, Some(1));
-    update(&mut a, key(KeyCode::End));
+    up(&mut a, key(KeyCode::End));
     assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().scroll_from_end, None);
-    update(&mut a, key(KeyCode::Char('z')));
+    up(&mut a, key(KeyCode::Char('z')));
     assert_eq!(a.maximized, Some(PaneId::Call(0, 0)));
     let max = screen(&a, 100, 30);
     assert!(max.contains("print(\"Paris\")"), "{max}");
-    update(&mut a, key(KeyCode::Esc));
+    up(&mut a, key(KeyCode::Esc));
     assert_eq!(a.maximized, None);
-    match update(&mut a, key(KeyCode::Char('y'))).as_slice() {
+    match up(&mut a, key(KeyCode::Char('y'))).as_slice() {
         [Effect::Copy(t)] => assert_eq!(t, ALPHA),
         other => panic!("{other:?}"),
     }
-    update(&mut a, key_mod(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    up(&mut a, key_mod(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert!(a.quit);
 }
 
@@ -352,26 +357,21 @@ fn failures_show_in_their_pane_and_the_run_goes_on() {
     let s = screen(&a, 160, 45);
     assert!(s.contains("✗ fake answered HTTP 503"), "{s}");
     assert!(s.contains("kept"), "{s}");
-    assert!(a.running);
+    assert!(a.running());
 }
 
 #[test]
 fn reaggregation_with_an_edited_prompt() {
     let mut a = finished();
     // Ctrl+E opens the editor with the current aggregate prompt (Together's).
-    update(&mut a, key_mod(KeyCode::Char('e'), KeyModifiers::CONTROL));
+    up(&mut a, key_mod(KeyCode::Char('e'), KeyModifiers::CONTROL));
     assert_eq!(a.overlay, Overlay::PromptEditor);
-    assert!(
-        a.editor
-            .lines()
-            .join("\n")
-            .contains("Responses from models:")
-    );
+    assert!(a.editor.content().contains("Responses from models:"));
     // Ctrl+T loads another template; Ctrl+S applies it and re-runs only the aggregator.
-    update(&mut a, key_mod(KeyCode::Char('t'), KeyModifiers::CONTROL));
-    let edited = a.editor.lines().join("\n");
+    up(&mut a, key_mod(KeyCode::Char('t'), KeyModifiers::CONTROL));
+    let edited = a.editor.text.lines().join("\n");
     assert!(!edited.contains("Responses from models:"));
-    let fx = update(&mut a, key_mod(KeyCode::Char('s'), KeyModifiers::CONTROL));
+    let fx = up(&mut a, key_mod(KeyCode::Char('s'), KeyModifiers::CONTROL));
     match fx.as_slice() {
         [
             Effect::Reaggregate {
@@ -390,7 +390,7 @@ fn reaggregation_with_an_edited_prompt() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(a.running && a.reaggregating);
+    assert!(a.mode == RunMode::Reaggregating);
     assert_eq!(
         a.pane(PaneId::Final).unwrap().text,
         "",
@@ -417,13 +417,13 @@ fn reaggregation_with_an_edited_prompt() {
         usage: Usage::default(),
         cancelled: false,
     };
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::RunDone {
             record: Box::new(record),
         })),
     );
-    assert!(!a.running);
+    assert!(!a.running());
     assert_eq!(a.conversation.len(), 2);
     assert_eq!(
         a.conversation[1].content, "Rome? No: Paris.",
@@ -437,7 +437,7 @@ fn reaggregation_with_an_edited_prompt() {
 fn compare_view_and_judge() {
     let mut a = finished();
     a.judge_model = Some("fake/judge".into());
-    update(&mut a, key(KeyCode::F(3)));
+    up(&mut a, key(KeyCode::F(3)));
     assert_eq!(a.overlay, Overlay::Compare);
     let s = screen(&a, 120, 30);
     assert!(
@@ -445,7 +445,7 @@ fn compare_view_and_judge() {
         "{s}"
     );
     assert!(s.contains("MoA / baseline: latency 3.1x"), "{s}");
-    let fx = update(&mut a, key(KeyCode::Char('j')));
+    let fx = up(&mut a, key(KeyCode::Char('j')));
     match fx.as_slice() {
         [
             Effect::Judge {
@@ -463,9 +463,9 @@ fn compare_view_and_judge() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(a.judging);
+    assert!(a.compare.judging);
     // A second j while judging asks nothing.
-    assert!(update(&mut a, key(KeyCode::Char('j'))).is_empty());
+    assert!(up(&mut a, key(KeyCode::Char('j'))).is_empty());
     let mut session = moa_workbench::session::Session::new(&[]);
     session.runs.push(moa_workbench::session::SessionRun {
         preset: a.preset.as_ref().clone(),
@@ -486,7 +486,7 @@ fn compare_view_and_judge() {
         inconsistent,
         orders: vec![],
     };
-    let fx = update(
+    let fx = up(
         &mut a,
         Msg::Judged {
             run_id: "01TEST".into(),
@@ -494,21 +494,21 @@ fn compare_view_and_judge() {
         },
     );
     assert!(matches!(fx.as_slice(), [Effect::StoreJudgement { .. }]));
-    assert!(!a.judging);
+    assert!(!a.compare.judging);
     assert_eq!(a.session.as_ref().unwrap().runs[0].judgements.len(), 1);
     insta::assert_snapshot!("compare", screen(&a, 120, 30));
-    update(&mut a, key(KeyCode::Esc));
+    up(&mut a, key(KeyCode::Esc));
     assert_eq!(a.overlay, Overlay::None);
 }
 
 #[test]
 fn agents_editor_and_model_picker() {
     let mut a = finished();
-    update(&mut a, key(KeyCode::F(4)));
+    up(&mut a, key(KeyCode::F(4)));
     assert_eq!(a.overlay, Overlay::Agents);
     // Row 0 is alpha: warmer, longer.
-    update(&mut a, key(KeyCode::Char('+')));
-    update(&mut a, key(KeyCode::Char(']')));
+    up(&mut a, key(KeyCode::Char('+')));
+    up(&mut a, key(KeyCode::Char(']')));
     let first = |a: &App| match &a.preset.steps[0] {
         moa_workbench::engine::preset::Step::Propose { agents, .. } => agents.clone(),
         _ => unreachable!(),
@@ -516,23 +516,23 @@ fn agents_editor_and_model_picker() {
     assert_eq!(first(&a)[0].temperature, Some(0.8));
     assert_eq!(first(&a)[0].max_tokens, Some(1024));
     // Row 2 (charlie, no temperature set) starts from 0.7.
-    update(&mut a, key(KeyCode::Down));
-    update(&mut a, key(KeyCode::Down));
-    update(&mut a, key(KeyCode::Char('-')));
+    up(&mut a, key(KeyCode::Down));
+    up(&mut a, key(KeyCode::Down));
+    up(&mut a, key(KeyCode::Char('-')));
     assert_eq!(first(&a)[2].temperature, Some(0.6));
     // Add a copy, then remove it again.
-    update(&mut a, key(KeyCode::Char('a')));
+    up(&mut a, key(KeyCode::Char('a')));
     assert_eq!(first(&a).len(), 4);
-    update(&mut a, key(KeyCode::Char('d')));
+    up(&mut a, key(KeyCode::Char('d')));
     assert_eq!(first(&a).len(), 3);
     // The selection stays on the row: now the aggregator's; back up to charlie.
-    update(&mut a, key(KeyCode::Up));
+    up(&mut a, key(KeyCode::Up));
     insta::assert_snapshot!("agents", screen(&a, 120, 30));
     // The model picker: the preset's models at once, providers' lists as they come.
-    let fx = update(&mut a, key(KeyCode::Char('m')));
+    let fx = up(&mut a, key(KeyCode::Char('m')));
     assert_eq!(fx, vec![Effect::ListModels]);
     assert_eq!(a.overlay, Overlay::ModelPicker);
-    update(
+    up(
         &mut a,
         Msg::ModelsListed {
             models: vec!["fake/zulu-70b".into(), "fake/alpha".into()],
@@ -542,18 +542,18 @@ fn agents_editor_and_model_picker() {
     );
     type_text(&mut a, "zulu");
     assert_eq!(a.picker.matches(), vec!["fake/zulu-70b"]);
-    update(&mut a, key(KeyCode::Enter));
+    up(&mut a, key(KeyCode::Enter));
     assert_eq!(a.overlay, Overlay::Agents);
     assert_eq!(first(&a)[2].model, "fake/zulu-70b");
     // A model nobody listed can be typed whole.
-    update(&mut a, key(KeyCode::Char('m')));
+    up(&mut a, key(KeyCode::Char('m')));
     type_text(&mut a, "other/custom-model");
-    update(&mut a, key(KeyCode::Enter));
+    up(&mut a, key(KeyCode::Enter));
     assert_eq!(first(&a)[2].model, "other/custom-model");
-    update(&mut a, key(KeyCode::Esc));
+    up(&mut a, key(KeyCode::Esc));
     assert_eq!(a.overlay, Overlay::None);
     // The next run uses the edited agents.
-    update(&mut a, key_mod(KeyCode::Char('r'), KeyModifiers::CONTROL));
+    up(&mut a, key_mod(KeyCode::Char('r'), KeyModifiers::CONTROL));
     let panes: Vec<String> = a.run.as_ref().unwrap().steps[0]
         .panes
         .iter()
@@ -566,10 +566,10 @@ fn agents_editor_and_model_picker() {
 fn one_proposer_re_runs_into_its_own_pane() {
     let mut a = finished();
     // Focus bravo (Tab: input -> alpha -> bravo) and press r.
-    update(&mut a, key(KeyCode::Tab));
-    update(&mut a, key(KeyCode::Tab));
+    up(&mut a, key(KeyCode::Tab));
+    up(&mut a, key(KeyCode::Tab));
     assert_eq!(a.focus, Focus::Pane(PaneId::Call(0, 1)));
-    let fx = update(&mut a, key(KeyCode::Char('r')));
+    let fx = up(&mut a, key(KeyCode::Char('r')));
     match fx.as_slice() {
         [Effect::RerunCall { agent, messages }] => {
             assert_eq!(agent.model, "fake/bravo");
@@ -578,14 +578,14 @@ fn one_proposer_re_runs_into_its_own_pane() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(a.running);
+    assert!(a.running());
     assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "");
     // The one-call run's step 0 / slot 0 is bravo's pane.
     delta(&mut a, Stage::Step(0), 0, "fake/bravo", "Paris, again.");
     assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "Paris, again.");
     assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().text, ALPHA);
     let mut rec = call(0, "fake/bravo", "Paris, again.", CallStatus::Ok, 800, 100);
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::CallFinished {
             tag: tag(Stage::Step(0), 0, "fake/bravo"),
@@ -616,13 +616,13 @@ fn one_proposer_re_runs_into_its_own_pane() {
         usage: Usage::default(),
         cancelled: false,
     };
-    update(
+    up(
         &mut a,
         Msg::Run(Box::new(RunEvent::RunDone {
             record: Box::new(record),
         })),
     );
-    assert!(!a.running);
+    assert!(!a.running());
     assert!(a.status.contains("Ctrl+A re-aggregates"), "{}", a.status);
     assert_eq!(
         a.conversation.len(),
@@ -630,7 +630,7 @@ fn one_proposer_re_runs_into_its_own_pane() {
         "a re-run proposer is not a new turn"
     );
     // Re-aggregating now uses the new answer.
-    match update(&mut a, key_mod(KeyCode::Char('a'), KeyModifiers::CONTROL)).as_slice() {
+    match up(&mut a, key_mod(KeyCode::Char('a'), KeyModifiers::CONTROL)).as_slice() {
         [Effect::Reaggregate { responses, .. }] => {
             assert_eq!(
                 responses,
@@ -711,7 +711,7 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
     });
 
     let mut a = app();
-    let fx = update(&mut a, key_mod(KeyCode::Char('o'), KeyModifiers::CONTROL));
+    let fx = up(&mut a, key_mod(KeyCode::Char('o'), KeyModifiers::CONTROL));
     assert_eq!(fx, vec![Effect::ListSessions]);
     assert_eq!(a.overlay, Overlay::Sessions);
     let summary = |id: &str, name: &str| moa_workbench::session::store::Summary {
@@ -725,7 +725,7 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
         interrupted: false,
         path: "x".into(),
     };
-    update(
+    up(
         &mut a,
         Msg::SessionsListed {
             sessions: vec![
@@ -738,15 +738,15 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
     insta::assert_snapshot!("sessions", screen(&a, 120, 30));
     type_text(&mut a, "lsm");
     assert_eq!(a.browser.matches().len(), 1);
-    update(&mut a, key(KeyCode::Backspace));
-    update(&mut a, key(KeyCode::Backspace));
-    update(&mut a, key(KeyCode::Backspace));
+    up(&mut a, key(KeyCode::Backspace));
+    up(&mut a, key(KeyCode::Backspace));
+    up(&mut a, key(KeyCode::Backspace));
     type_text(&mut a, "france");
     assert_eq!(
-        update(&mut a, key(KeyCode::Enter)),
+        up(&mut a, key(KeyCode::Enter)),
         vec![Effect::OpenSession("S1".into())]
     );
-    update(&mut a, Msg::SessionOpened(Ok(Box::new(s))));
+    up(&mut a, Msg::SessionOpened(Ok(Box::new(s))));
     assert_eq!(a.overlay, Overlay::None);
     assert_eq!(a.conversation.len(), 2);
     assert_eq!(a.conversation[1].content, "Re-aggregated final.");
@@ -755,7 +755,7 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
     assert_eq!(a.pane(PaneId::Final).unwrap().text, "Re-aggregated final.");
     assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "Saved bravo.");
     // Alt+Left: the first run, with its agreement.
-    update(&mut a, key_mod(KeyCode::Left, KeyModifiers::ALT));
+    up(&mut a, key_mod(KeyCode::Left, KeyModifiers::ALT));
     assert_eq!(a.shown_run, Some(0));
     assert_eq!(a.pane(PaneId::Final).unwrap().text, "Saved final.");
     assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().status, PaneStatus::Done);
@@ -771,7 +771,7 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
     assert!(s.contains("session: capital of France · run 1/2"), "{s}");
     // Continuing: a follow-up goes with the whole conversation.
     type_text(&mut a, "And Germany?");
-    match update(&mut a, key(KeyCode::Enter)).as_slice() {
+    match up(&mut a, key(KeyCode::Enter)).as_slice() {
         [Effect::StartRun { messages, .. }] => assert_eq!(messages.len(), 3),
         other => panic!("{other:?}"),
     }

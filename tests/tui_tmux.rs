@@ -122,7 +122,7 @@ async fn a_person_runs_moa_in_the_workbench() {
     assert!(screen.contains("tok tok"), "{screen}");
 
     // The run was saved: F3 compares it with the (cancelled) baseline; Ctrl+O lists the session.
-    wait_for(&session, "saved in session", Duration::from_secs(5));
+    wait_for(&session, "✓ saved", Duration::from_secs(5));
     tmux(&["send-keys", "-t", &session, "F3"]);
     let screen = wait_for(&session, "MoA vs baseline", Duration::from_secs(5));
     assert!(screen.contains("MoA / baseline: latency"), "{screen}");

@@ -1,55 +1,14 @@
 //! `moa models [PROVIDER]`: what is configured, and what each provider serves.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{CliError, Setup, setup};
+use super::{CliError, setup};
 use crate::config::ProviderKind;
-use crate::engine::preset::{self, catalogue};
 
-/// Models named in config.toml (`[prices]`, `[models]`) or in a preset.
-pub fn configured(s: &Setup) -> BTreeSet<String> {
-    let mut configured: BTreeSet<String> = s.config.prices.keys().cloned().collect();
-    configured.extend(s.config.models.keys().cloned());
-    for e in catalogue(&s.config.folders.presets_dir()) {
-        if let Ok(p) = preset::parse(Path::new(&e.name), &e.text, &s.templates) {
-            configured.extend(p.models(true));
-        }
-    }
-    configured
-}
-
-/// Providers worth asking for their models without being told to: configured by the user, or
-/// built in with their key set (asking the others would only fail).
-pub fn reachable_providers(s: &Setup) -> Vec<String> {
-    s.config
-        .providers
-        .iter()
-        .filter(|(name, p)| {
-            p.kind != ProviderKind::Local
-                && (s.config.user_providers.contains(name) || (p.key_required && p.key_available()))
-                && (!p.key_required || p.key_available())
-        })
-        .map(|(n, _)| n.clone())
-        .collect()
-}
-
-/// What a provider lists at /v1/models, as `PROVIDER/MODEL`, within 15 s.
-pub async fn listed(engine: &crate::engine::Engine, provider: &str) -> Result<Vec<String>, String> {
-    let (handle, _) = engine
-        .registry
-        .get(&format!("{provider}/-"))
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(15), handle.provider.list_models()).await {
-        Ok(Ok(models)) => Ok(models
-            .into_iter()
-            .map(|m| format!("{provider}/{}", m.id))
-            .collect()),
-        Ok(Err(e)) => Err(format!("{provider}: {e}")),
-        Err(_) => Err(format!("{provider}: no answer within 15 s")),
-    }
-}
+pub use crate::app::{
+    configured_models as configured, listed_models as listed, reachable_providers,
+};
 
 pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError> {
     let s = setup(config)?;

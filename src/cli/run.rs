@@ -11,7 +11,7 @@ use crate::engine::preset::{self, Preset};
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::engine::{RunEvent, RunOptions, Stage};
 use crate::fetch;
-use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
+use crate::provider::local::EMBEDDED_MODEL;
 use crate::provider::{Message, Role};
 use crate::session::recorder::Recorder;
 use crate::session::store::Store;
@@ -181,46 +181,7 @@ fn conversation(args: &RunArgs, earlier: Option<Vec<Message>>) -> Result<Vec<Mes
     Ok(messages)
 }
 
-/// Check before spending anything that every model resolves and every needed key is set.
-pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(), CliError> {
-    let mut problems = Vec::new();
-    let mut missing_vars: Vec<String> = Vec::new();
-    for model in preset.models(baseline) {
-        match config.resolve(&model) {
-            Err(e) => problems.push(e),
-            Ok((p, _)) => {
-                if p.key_required && !p.key_available() {
-                    let var = p.api_key_env.clone().unwrap_or_default();
-                    if !missing_vars.contains(&var) {
-                        missing_vars.push(var);
-                    }
-                }
-                if p.kind == ProviderKind::Local
-                    && let Some(name) = model.split_once('/').map(|(_, m)| m)
-                    && name != EMBEDDED_MODEL
-                    && let Err(e) = LocalProvider::new(p, &config.folders.models_dir).resolve(name)
-                {
-                    problems.push(format!("{model}: {e}"));
-                }
-            }
-        }
-    }
-    for var in &missing_vars {
-        problems.push(format!(
-            "{var} is not set: export it, or pick another preset (moa presets list) or --config with other providers"
-        ));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        problems.dedup();
-        Err(CliError::usage(format!(
-            "preset {:?} cannot run:\n  {}",
-            preset.name,
-            problems.join("\n  ")
-        )))
-    }
-}
+pub use crate::app::preflight;
 
 /// The embedded model is fetched on first use, with a progress bar.
 pub fn fetch_local_models(

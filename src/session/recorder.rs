@@ -19,6 +19,18 @@ use crate::engine::preset::Preset;
 use crate::engine::record::{CallRecord, CallStatus, RUN_SCHEMA, RunRecord, StepRecord, Usage};
 use crate::provider::Message;
 
+/// What the writer did with one write of a session file: the front end says "saved" only on `Ok`,
+/// and shows the path and the reason otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveReport {
+    pub session: String,
+    pub path: PathBuf,
+    pub result: Result<(), String>,
+}
+
+/// Told of every write's outcome, on the writer's thread.
+pub type SaveListener = Box<dyn Fn(SaveReport) + Send>;
+
 /// While calls finish and answers stream, the session is written at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -28,7 +40,8 @@ pub struct Recorder {
     partial: Option<Partial>,
     saver: Saver,
     last_save: Instant,
-    /// The last write error, for the front end to show (writes go on being tried).
+    /// The last write's error, for the front end to show (writes go on being tried; a later
+    /// successful write clears it).
     pub error: Option<String>,
 }
 
@@ -58,11 +71,20 @@ fn key(stage: Stage, slot: usize) -> (usize, usize) {
 
 impl Recorder {
     pub fn new(store: Store, session: Session) -> Recorder {
+        Recorder::with_listener(store, session, None)
+    }
+
+    /// A recorder whose writes are reported to `listener` as they finish (the workbench shows them).
+    pub fn with_listener(
+        store: Store,
+        session: Session,
+        listener: Option<SaveListener>,
+    ) -> Recorder {
         Recorder {
             store,
             session,
             partial: None,
-            saver: Saver::spawn(),
+            saver: Saver::spawn(listener),
             last_save: Instant::now(),
             error: None,
         }
@@ -165,18 +187,21 @@ impl Recorder {
             p.dirty = false;
         }
         self.session.touch();
-        let bytes = serde_json::to_vec_pretty(&self.session).expect("a session serializes");
+        let bytes = serde_json::to_vec_pretty(&self.session);
         self.session.in_progress = None;
-        self.saver
-            .write(self.store.path(&self.session.id), bytes, durable);
+        let path = self.store.path(&self.session.id);
+        match bytes {
+            Ok(bytes) => self
+                .saver
+                .write(self.session.id.clone(), path, bytes, durable),
+            Err(e) => self.error = Some(format!("cannot save the session {}: {e}", path.display())),
+        }
         self.last_save = Instant::now();
     }
 
-    /// Wait until every write asked for so far is on disk; the first error, if any.
+    /// Wait until every write asked for so far is done; the error of the last one, if it failed.
     pub fn flush(&mut self) -> Result<(), String> {
-        if let Some(e) = self.saver.flush() {
-            self.error = Some(e);
-        }
+        self.error = self.saver.flush();
         match &self.error {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -253,51 +278,65 @@ struct Saver {
 }
 
 enum Job {
-    /// Path, content, and whether to fsync (final states) or not (snapshots of a run under way).
-    Write(PathBuf, Vec<u8>, bool),
+    /// Session id, path, content, and whether to fsync (final states) or not (snapshots of a run
+    /// under way).
+    Write(String, PathBuf, Vec<u8>, bool),
     Flush(mpsc::Sender<Option<String>>),
 }
 
 impl Saver {
-    fn spawn() -> Saver {
+    fn spawn(listener: Option<SaveListener>) -> Saver {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("moa-session-writer".into())
             .spawn(move || {
+                // The outcome of the newest write: a later success clears an earlier failure.
                 let mut error: Option<String> = None;
                 while let Ok(first) = rx.recv() {
                     // Take everything queued: only the newest content of each file is written.
                     let mut jobs = vec![first];
                     jobs.extend(rx.try_iter());
-                    let mut writes: Vec<(PathBuf, Vec<u8>, bool)> = Vec::new();
+                    let mut writes: Vec<(String, PathBuf, Vec<u8>, bool)> = Vec::new();
                     let mut flushes = Vec::new();
                     for j in jobs {
                         match j {
-                            Job::Write(p, b, durable) => {
+                            Job::Write(id, p, b, durable) => {
                                 // A coalesced write is durable if any write it replaces was.
-                                let was = writes.iter().any(|(q, _, d)| *q == p && *d);
-                                writes.retain(|(q, _, _)| *q != p);
-                                writes.push((p, b, durable || was));
+                                let was = writes.iter().any(|(_, q, _, d)| *q == p && *d);
+                                writes.retain(|(_, q, _, _)| *q != p);
+                                writes.push((id, p, b, durable || was));
                             }
                             Job::Flush(reply) => flushes.push(reply),
                         }
                     }
-                    for (p, b, durable) in writes {
-                        if let Err(e) = write_replacing(&p, &b, durable) {
-                            error = Some(format!("cannot save the session {}: {e}", p.display()));
+                    for (id, p, b, durable) in writes {
+                        let result = write_replacing(&p, &b, durable).map_err(|e| e.to_string());
+                        error = result
+                            .as_ref()
+                            .err()
+                            .map(|e| format!("cannot save the session {}: {e}", p.display()));
+                        if let Some(l) = &listener {
+                            l(SaveReport {
+                                session: id,
+                                path: p,
+                                result,
+                            });
                         }
                     }
                     for f in flushes {
-                        let _ = f.send(error.take());
+                        let _ = f.send(error.clone());
                     }
                 }
-            })
-            .expect("a thread starts");
+            });
+        if let Err(e) = spawned {
+            // Without a writer thread every save fails, and says so at flush.
+            eprintln!("moa: cannot start the session writer: {e}");
+        }
         Saver { tx }
     }
 
-    fn write(&self, path: PathBuf, bytes: Vec<u8>, durable: bool) {
-        let _ = self.tx.send(Job::Write(path, bytes, durable));
+    fn write(&self, id: String, path: PathBuf, bytes: Vec<u8>, durable: bool) {
+        let _ = self.tx.send(Job::Write(id, path, bytes, durable));
     }
 
     fn flush(&self) -> Option<String> {

@@ -1,8 +1,12 @@
-//! The workbench: `moa` with no command. The loop reads keys and run events, feeds them to
-//! `update`, performs the effects it returns, and redraws when something changed, at most 30 times
-//! a second (tokens arrive every ~20 ms per stream; 30 fps looks smooth and halves the work of 60).
+//! The workbench: `moa` with no command. The loop reads keys, pastes and run events, feeds them to
+//! `update` with the time, performs the effects it returns, and redraws when something changed, at
+//! most 30 times a second (tokens arrive every ~20 ms per stream; 30 fps looks smooth and halves
+//! the work of 60). Everything that reads or writes files runs off this thread and answers with a
+//! message, so a slow disk never freezes the screen.
 
+pub mod keymap;
 pub mod markdown;
+pub mod overlay;
 pub mod state;
 pub mod update;
 pub mod view;
@@ -13,44 +17,83 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event, EventStream};
+use ratatui::crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
+    EventStream,
+};
 use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CliError, Setup, setup};
+use crate::app::{AppError, Setup, setup};
 use crate::engine::RunOptions;
-use crate::engine::preset::{self, catalogue};
 use crate::session::recorder::Recorder;
 use crate::session::store::Store;
 use crate::session::{RunKind, Session};
-use state::App;
+use state::{App, RunMode};
 use update::{Effect, Msg, update};
 
 const FRAME: Duration = Duration::from_millis(33);
 
-pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, CliError> {
+/// Why the workbench ended without its usual exit.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("the terminal failed: {0}")]
+    Terminal(std::io::Error),
+    /// The session could not be written when quitting: what was not saved is lost, so say it.
+    #[error("{0}; the last changes to this session are not on disk")]
+    NotSaved(String),
+}
+
+impl TuiError {
+    /// The exit status (CONTRACT.md): 2 for usage and configuration, 1 for everything else.
+    pub fn code(&self) -> u8 {
+        match self {
+            TuiError::App(e) => e.code,
+            _ => 1,
+        }
+    }
+}
+
+pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, TuiError> {
     let s = setup(config)?;
     let name = preset_arg.unwrap_or_else(|| s.config.default_preset.clone());
-    let preset = preset::load(&name, &s.config.folders.presets_dir(), &s.templates)?;
-    crate::cli::run::preflight(&s.config, &preset, true)?;
-    let presets: Vec<String> = catalogue(&s.config.folders.presets_dir())
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let preset = s.preset(&name)?;
+    crate::app::preflight(&s.config, &preset, true)?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let mut app = App::new(Arc::new(preset), presets, color);
+    let mut app = App::new(Arc::new(preset), s.preset_names(), color);
     app.judge_model = s.config.judge_model.clone();
+    app.templates = s
+        .templates
+        .names()
+        .filter_map(|n| Some((n.to_string(), s.templates.get(n)?.to_string())))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-    // ratatui::init installs a panic hook that restores the terminal before the panic prints.
+        .map_err(|e| AppError::failed(format!("cannot start the async runtime: {e}")))?;
+    // ratatui::init installs a panic hook that restores the terminal (raw mode, alternate screen);
+    // ours runs first and also turns off what we turned on, so a panic leaves no mouse reporting.
+    let terminal_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(
+            std::io::stdout(),
+            DisableMouseCapture,
+            DisableBracketedPaste
+        );
+        terminal_hook(info);
+    }));
     let mut terminal = ratatui::init();
-    let _ = execute!(std::io::stdout(), EnableMouseCapture);
+    let _ = execute!(std::io::stdout(), EnableMouseCapture, EnableBracketedPaste);
     let result = rt.block_on(event_loop(&s, &mut app, &mut terminal));
-    let _ = execute!(std::io::stdout(), DisableMouseCapture);
+    let _ = execute!(
+        std::io::stdout(),
+        DisableMouseCapture,
+        DisableBracketedPaste
+    );
     ratatui::restore();
     result.map(|_| 0)
 }
@@ -59,13 +102,13 @@ async fn event_loop(
     s: &Setup,
     app: &mut App,
     terminal: &mut ratatui::DefaultTerminal,
-) -> Result<(), CliError> {
+) -> Result<(), TuiError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut keys = EventStream::new();
     let mut io = Io {
         tx: tx.clone(),
         cancel: None,
-        store: Store::new(s.config.folders.sessions_dir()),
+        store: s.store(),
         recorder: None,
     };
     let mut last_draw = Instant::now() - FRAME;
@@ -75,7 +118,7 @@ async fn event_loop(
         if app.dirty && last_draw.elapsed() >= FRAME {
             terminal
                 .draw(|f| view::view(app, f))
-                .map_err(|e| CliError::failed(format!("cannot draw: {e}")))?;
+                .map_err(TuiError::Terminal)?;
             app.dirty = false;
             last_draw = Instant::now();
         }
@@ -83,19 +126,16 @@ async fn event_loop(
         let msg = tokio::select! {
             ev = keys.next() => match ev {
                 Some(Ok(Event::Key(k))) => Msg::Key(k),
+                Some(Ok(Event::Paste(text))) => Msg::Paste(text),
                 Some(Ok(Event::Mouse(m))) => Msg::Mouse(m),
                 Some(Ok(Event::Resize(..))) => Msg::Resize,
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(CliError::failed(format!("cannot read the terminal: {e}"))),
+                Some(Err(e)) => return Err(TuiError::Terminal(e)),
                 None => return Ok(()),
             },
             Some(m) = rx.recv() => m,
             _ = tokio::time::sleep_until(next_frame), if app.dirty => continue,
-            _ = tick.tick(), if app.running => {
-                // Latency bars of calls in flight grow with the clock.
-                app.dirty = true;
-                continue;
-            }
+            _ = tick.tick(), if app.running() => Msg::Tick,
         };
         let effects = io.update(app, msg);
         // Take whatever else is queued before drawing: a burst of tokens is one frame.
@@ -107,17 +147,7 @@ async fn event_loop(
             perform(s, app, e, &mut io);
         }
         if app.quit {
-            if let Some(c) = io.cancel.take() {
-                c.cancel();
-            }
-            // What the run had so far is in the session file before the terminal goes back.
-            if let Some(r) = io.recorder.as_mut() {
-                if r.running() {
-                    r.save();
-                }
-                let _ = r.flush();
-            }
-            return Ok(());
+            return io.quit();
         }
     }
 }
@@ -134,25 +164,57 @@ struct Io {
 impl Io {
     /// `update`, with run events also going to the session recorder.
     fn update(&mut self, app: &mut App, msg: Msg) -> Vec<Effect> {
-        let mut saved = None;
+        let mut updated = None;
         if let (Msg::Run(ev), Some(r)) = (&msg, self.recorder.as_mut()) {
             r.event(ev);
             if matches!(**ev, crate::engine::RunEvent::RunDone { .. }) {
-                saved = Some(Box::new(r.session.clone()));
+                updated = Some(Box::new(r.session.clone()));
             }
         }
-        let mut effects = update(app, msg);
-        if let Some(s) = saved {
-            effects.extend(update(app, Msg::SessionSaved(s)));
+        let now = std::time::Instant::now();
+        let mut effects = update(app, msg, now);
+        if let Some(s) = updated {
+            effects.extend(update(app, Msg::SessionUpdated(s), now));
         }
         effects
     }
 
+    /// A recorder for `session` whose writes are reported to the loop.
+    fn new_recorder(&self, session: Session) -> Recorder {
+        let tx = self.tx.clone();
+        Recorder::with_listener(
+            self.store.clone(),
+            session,
+            Some(Box::new(move |r| {
+                let _ = tx.send(Msg::Saved(r));
+            })),
+        )
+    }
+
     /// The recorder for a run of `messages`: the open session's, or a new session's.
-    fn recorder(&mut self, messages: &[crate::provider::Message]) -> &mut Recorder {
-        let store = self.store.clone();
-        self.recorder
-            .get_or_insert_with(|| Recorder::new(store, Session::new(messages)))
+    fn recorder(&mut self, app: &mut App, messages: &[crate::provider::Message]) -> &mut Recorder {
+        app.save = state::SaveState::Pending;
+        let r = match self.recorder.take() {
+            Some(r) => r,
+            None => self.new_recorder(Session::new(messages)),
+        };
+        self.recorder.insert(r)
+    }
+
+    /// Ctrl+C: cancel what runs, write what the run had, and report a session that could not be
+    /// written (the exit status says so too).
+    fn quit(&mut self) -> Result<(), TuiError> {
+        if let Some(c) = self.cancel.take() {
+            c.cancel();
+        }
+        let Some(r) = self.recorder.as_mut() else {
+            return Ok(());
+        };
+        // Once more: a failed write is tried again now, with everything there is.
+        if r.running() || r.error.is_some() {
+            r.save();
+        }
+        r.flush().map_err(TuiError::NotSaved)
     }
 }
 
@@ -163,7 +225,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             if !baseline {
                 preset.baseline = None;
             }
-            io.recorder(&messages)
+            io.recorder(app, &messages)
                 .begin(&preset, &messages, RunKind::Run, Vec::new());
             let h = s.engine.start(
                 app.preset.clone(),
@@ -184,8 +246,9 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             .reaggregate(&app.preset, prompt, messages.clone(), responses.clone())
         {
             Ok(h) => {
-                io.recorder(&messages).begin(
-                    &app.preset,
+                let preset = app.preset.clone();
+                io.recorder(app, &messages).begin(
+                    &preset,
                     &messages,
                     RunKind::Reaggregate,
                     responses,
@@ -193,14 +256,13 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
                 forward(h, io)
             }
             Err(e) => {
-                app.running = false;
-                app.reaggregating = false;
+                app.mode = RunMode::Idle;
                 app.status = e;
             }
         },
         Effect::RerunCall { agent, messages } => {
             let preset = Arc::new(crate::engine::preset::Preset::single("re-run", agent));
-            io.recorder(&messages)
+            io.recorder(app, &messages)
                 .begin(&preset, &messages, RunKind::Rerun, Vec::new());
             let h = s.engine.start(
                 preset,
@@ -214,28 +276,32 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
         }
         Effect::NewSession => io.recorder = None,
         Effect::ListSessions => {
-            let (sessions, bad) = io.store.list();
-            let _ = io.tx.send(Msg::SessionsListed {
-                sessions,
-                skipped: bad.iter().map(|e| e.to_string()).collect(),
+            let store = io.store.clone();
+            let tx = io.tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let (sessions, bad) = store.list();
+                let _ = tx.send(Msg::SessionsListed {
+                    sessions,
+                    skipped: bad.iter().map(|e| e.to_string()).collect(),
+                });
             });
         }
-        Effect::OpenSession(id) => match io.store.resolve(&id) {
-            Ok(session) => {
-                if let Some(r) = io.recorder.as_mut() {
-                    let _ = r.flush();
-                }
-                io.recorder = Some(Recorder::new(io.store.clone(), session.clone()));
-                let _ = io.tx.send(Msg::SessionOpened(Ok(Box::new(session))));
+        Effect::OpenSession(id) => {
+            if let Some(r) = io.recorder.as_mut() {
+                let _ = r.flush();
             }
-            Err(e) => {
-                let _ = io.tx.send(Msg::SessionOpened(Err(e.to_string())));
-            }
-        },
+            io.recorder = None;
+            let store = io.store.clone();
+            let tx = io.tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let opened = store.resolve(&id).map(Box::new).map_err(|e| e.to_string());
+                let _ = tx.send(Msg::SessionOpened(opened));
+            });
+        }
         Effect::ListModels => {
-            let mut models: Vec<String> = crate::cli::models::configured(s).into_iter().collect();
+            let mut models: Vec<String> = crate::app::configured_models(s).into_iter().collect();
             models.push(format!("local/{}", crate::provider::local::EMBEDDED_MODEL));
-            let providers = crate::cli::models::reachable_providers(s);
+            let providers = crate::app::reachable_providers(s);
             let _ = io.tx.send(Msg::ModelsListed {
                 models,
                 errors: Vec::new(),
@@ -246,7 +312,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             tokio::spawn(async move {
                 let n = providers.len();
                 for (i, p) in providers.into_iter().enumerate() {
-                    let (models, errors) = match crate::cli::models::listed(&engine, &p).await {
+                    let (models, errors) = match crate::app::listed_models(&engine, &p).await {
                         Ok(m) => (m, Vec::new()),
                         Err(e) => (Vec::new(), vec![e]),
                     };
@@ -298,32 +364,50 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             let _ = out.flush();
         }
         Effect::LoadPreset(name) => {
-            let loaded = preset::load(&name, &s.config.folders.presets_dir(), &s.templates)
-                .map_err(|e| e.to_string())
-                .and_then(|p| {
-                    crate::cli::run::preflight(&s.config, &p, app.baseline_on)
-                        .map(|_| Arc::new(p))
-                        .map_err(|e| e.message)
-                });
-            let ok = loaded.is_ok();
-            let _ = io.tx.send(Msg::PresetLoaded(loaded));
-            if ok {
-                let _ = io.tx.send(Msg::Resize);
-            }
+            // Presets are files: read and checked off the UI thread.
+            let config = s.config.clone();
+            let presets_dir = s.config.folders.presets_dir();
+            let templates = s.templates.clone();
+            let baseline = app.baseline_on;
+            let tx = io.tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let loaded = crate::engine::preset::load(&name, &presets_dir, &templates)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        crate::app::preflight(&config, &p, baseline)
+                            .map(|_| Arc::new(p))
+                            .map_err(|e| e.message)
+                    });
+                let ok = loaded.is_ok();
+                let _ = tx.send(Msg::PresetLoaded(loaded));
+                if ok {
+                    let _ = tx.send(Msg::Resize);
+                }
+            });
         }
     }
 }
 
-/// Feed a run's events to the loop; remember how to cancel it.
+/// Feed a run's events to the loop; remember how to cancel it. A run whose events stop before its
+/// end (the engine failed) is reported, so the workbench never stays "running".
 fn forward(mut h: crate::engine::RunHandle, io: &mut Io) {
     io.cancel = Some(h.cancel.clone());
     let tx = io.tx.clone();
     tokio::spawn(async move {
+        let mut ended = false;
         while let Some(ev) = h.events.recv().await {
+            ended |= matches!(ev, crate::engine::RunEvent::RunDone { .. });
             if tx.send(Msg::Run(Box::new(ev))).is_err() {
                 h.cancel.cancel();
-                break;
+                return;
             }
+        }
+        if !ended {
+            let why = match (&mut h.done).await {
+                Err(e) if e.is_panic() => "the engine failed (a bug: please report it)".to_string(),
+                _ => "the engine stopped before the run ended".to_string(),
+            };
+            let _ = tx.send(Msg::RunLost(why));
         }
     });
 }
@@ -339,7 +423,7 @@ fn fetch_if_needed(s: &Setup, app: &mut App, tx: &mpsc::UnboundedSender<Msg>) {
     if !uses_local || crate::fetch::missing(&dir, &crate::fetch::all_assets()).is_empty() {
         return;
     }
-    app.running = true;
+    app.mode = RunMode::Fetching;
     app.status = "fetching the embedded models (first use)…".into();
     let tx = tx.clone();
     tokio::task::spawn_blocking(move || {

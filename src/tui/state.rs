@@ -1,7 +1,9 @@
 //! What the workbench shows: the conversation, the panes of the current run, the editor, overlays.
 //! Pure data; `update` changes it and `view` draws it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ratatui_textarea::TextArea;
 
@@ -11,6 +13,11 @@ use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::provider::Message;
 
 use super::markdown::Markdown;
+pub use super::overlay::Overlay;
+use super::overlay::{
+    agents::AgentsState, compare::CompareState, help::HelpState, picker::Picker,
+    prompt::PromptEditor, sessions::Browser,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaneStatus {
@@ -26,6 +33,8 @@ pub enum PaneStatus {
 
 /// One call's answer on screen.
 pub struct Pane {
+    /// The call's slot in its step (0-based; shown as #1, #2...).
+    pub slot: usize,
     pub model: String,
     pub temperature: Option<f64>,
     pub status: PaneStatus,
@@ -45,8 +54,9 @@ pub struct Pane {
 }
 
 impl Pane {
-    pub fn new(model: &str, temperature: Option<f64>, color: bool) -> Pane {
+    pub fn new(slot: usize, model: &str, temperature: Option<f64>, color: bool) -> Pane {
         Pane {
+            slot,
             model: model.to_string(),
             temperature,
             status: PaneStatus::Waiting,
@@ -166,105 +176,6 @@ pub enum Focus {
     Pane(PaneId),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overlay {
-    None,
-    Help,
-    /// Editing the aggregator's prompt (`App::editor`).
-    PromptEditor,
-    /// Saved sessions, with a search line (`App::browser`).
-    Sessions,
-    /// MoA's final answer against the baseline, with costs, ratios and judge verdicts.
-    Compare,
-    /// Every agent of the preset: model, temperature, max tokens; add and remove proposers.
-    Agents,
-    /// Choosing a model for the selected agent (`App::picker`).
-    ModelPicker,
-}
-
-/// A filter line over a list, with a selected row: the sessions browser's and the model picker's.
-#[derive(Default)]
-pub struct Search {
-    pub query: String,
-    pub selected: usize,
-}
-
-impl Search {
-    /// Typing, Backspace, ↑ and ↓ over `n` matching rows; false for any other key.
-    pub fn key(&mut self, k: &ratatui::crossterm::event::KeyEvent, n: usize) -> bool {
-        use ratatui::crossterm::event::{KeyCode, KeyModifiers};
-        match k.code {
-            KeyCode::Up => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Down => self.selected = (self.selected + 1).min(n.saturating_sub(1)),
-            KeyCode::Backspace => {
-                self.query.pop();
-                self.selected = 0;
-            }
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.query.push(c);
-                self.selected = 0;
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// Whether `hay` contains every word of the query (case-insensitive).
-    pub fn accepts(&self, hay: &str) -> bool {
-        let hay = hay.to_lowercase();
-        self.query
-            .to_lowercase()
-            .split_whitespace()
-            .all(|w| hay.contains(w))
-    }
-}
-
-/// The sessions browser's state.
-#[derive(Default)]
-pub struct Browser {
-    pub all: Vec<crate::session::store::Summary>,
-    /// Files that could not be read (damaged, newer), shown as a count with the first reason.
-    pub skipped: Vec<String>,
-    pub search: Search,
-}
-
-impl Browser {
-    /// Sessions whose name or id contains every word of the query (case-insensitive).
-    pub fn matches(&self) -> Vec<&crate::session::store::Summary> {
-        self.all
-            .iter()
-            .filter(|s| {
-                self.search.accepts(&format!(
-                    "{} {} {}",
-                    s.name,
-                    s.id,
-                    s.preset.as_deref().unwrap_or("")
-                ))
-            })
-            .collect()
-    }
-}
-
-/// The model picker's state.
-#[derive(Default)]
-pub struct Picker {
-    pub models: Vec<String>,
-    /// Providers that could not be asked (/v1/models failed), with why.
-    pub errors: Vec<String>,
-    pub loading: bool,
-    pub search: Search,
-}
-
-impl Picker {
-    pub fn matches(&self) -> Vec<&str> {
-        self.models
-            .iter()
-            .filter(|m| self.search.accepts(m))
-            .map(String::as_str)
-            .collect()
-    }
-}
-
 /// One editable agent of the preset: where it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentRef {
@@ -284,6 +195,60 @@ pub struct RunView {
     pub baseline: Option<Pane>,
     pub record: Option<RunRecord>,
     pub started: std::time::Instant,
+    /// The aggregator prompt the final answer was made with: a template's name, or "edited".
+    pub aggregator_prompt: Option<String>,
+}
+
+/// What the workbench is doing. One value, so that no two run kinds can be under way at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    Idle,
+    /// Fetching the embedded models (first use).
+    Fetching,
+    /// A run of the preset.
+    Running,
+    /// Only the aggregator again, on the answers shown: the one-step run's step 0 is the view's
+    /// final step.
+    Reaggregating,
+    /// One proposer again: the one-call run's events go to this pane (step, slot).
+    RerunProposer {
+        step: usize,
+        slot: usize,
+    },
+}
+
+impl RunMode {
+    pub fn busy(self) -> bool {
+        self != RunMode::Idle
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunMode::Idle => "idle",
+            RunMode::Fetching => "fetching models",
+            RunMode::Running => "running",
+            RunMode::Reaggregating => "re-aggregating",
+            RunMode::RerunProposer { .. } => "re-running a proposer",
+        }
+    }
+}
+
+/// The session file, as the writer last reported it. "saved" is said only once a write succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaveState {
+    /// Nothing to save yet (no run in this conversation).
+    Nothing,
+    /// A write was asked for and has not been reported yet.
+    Pending,
+    Saved {
+        id: String,
+        path: PathBuf,
+    },
+    /// The last write failed; the next snapshot tries again, and quitting says so.
+    Failed {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 pub struct App {
@@ -294,7 +259,12 @@ pub struct App {
     pub history: Vec<String>,
     pub history_pos: Option<usize>,
     pub run: Option<RunView>,
-    pub running: bool,
+    /// What the workbench is doing: idle, fetching models, or which kind of run is under way.
+    pub mode: RunMode,
+    /// The clock as of the last message (`update` is given it; the view draws live bars with it).
+    pub now: Instant,
+    /// Where the session file stands: saved, being written, or failing (shown in the status line).
+    pub save: SaveState,
     /// The prompt of the run in progress (added to the conversation with the answer).
     pub pending_prompt: Option<String>,
     pub focus: Focus,
@@ -310,26 +280,20 @@ pub struct App {
     pub dirty: bool,
     /// The messages the current run was given (re-aggregation reuses them).
     pub last_messages: Vec<Message>,
-    /// The run in progress re-runs only the aggregator: its step 0 is the view's final step.
-    pub reaggregating: bool,
     /// Prompt templates by name, for the aggregator prompt editor.
     pub templates: Vec<(String, String)>,
-    pub editor: TextArea<'static>,
+    pub editor: PromptEditor,
     /// The session this conversation is saved in (a copy of what is on disk).
     pub session: Option<crate::session::Session>,
     /// Which of the session's runs is shown, when browsing an opened session.
     pub shown_run: Option<usize>,
     pub browser: Browser,
     pub picker: Picker,
-    /// Lines the help overlay is scrolled down (small terminals).
-    pub help_scroll: u16,
-    /// The selected row of the agents overlay.
-    pub agent_row: usize,
+    pub help: HelpState,
+    pub agents: AgentsState,
+    pub compare: CompareState,
     /// The judge for the compare view (config `judge_model`, else the aggregator's model).
     pub judge_model: Option<String>,
-    pub judging: bool,
-    /// A single proposer re-running: the one-call run's events go to this pane (step, slot).
-    pub rerun: Option<(usize, usize)>,
     /// Where each pane was drawn in the last frame (for the mouse wheel).
     pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
 }
@@ -348,7 +312,9 @@ impl App {
             history: Vec::new(),
             history_pos: None,
             run: None,
-            running: false,
+            mode: RunMode::Idle,
+            now: Instant::now(),
+            save: SaveState::Nothing,
             pending_prompt: None,
             focus: Focus::Input,
             maximized: None,
@@ -360,23 +326,38 @@ impl App {
             quit: false,
             dirty: true,
             last_messages: Vec::new(),
-            reaggregating: false,
             templates: crate::engine::prompts::BUILTIN_TEMPLATES
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.trim_end_matches('\n').to_string()))
                 .collect(),
-            editor: TextArea::default(),
+            editor: PromptEditor::default(),
             session: None,
             shown_run: None,
             browser: Browser::default(),
             picker: Picker::default(),
-            agent_row: 0,
-            help_scroll: 0,
+            help: HelpState::default(),
+            agents: AgentsState::default(),
+            compare: CompareState::default(),
             judge_model: None,
-            judging: false,
-            rerun: None,
             areas: Default::default(),
         }
+    }
+
+    /// Whether a run (of any kind) or the first-use fetch is under way.
+    pub fn running(&self) -> bool {
+        self.mode.busy()
+    }
+
+    /// The name of the aggregator prompt `prompt` (or the preset's): a template's, else "edited".
+    pub fn aggregate_prompt_label(&self, prompt: Option<&str>) -> Option<String> {
+        let p = prompt.or_else(|| self.aggregate_prompt())?;
+        let p = p.trim_end_matches('\n');
+        Some(
+            self.templates
+                .iter()
+                .find(|(_, t)| t == p)
+                .map_or_else(|| "edited".to_string(), |(n, _)| n.clone()),
+        )
     }
 
     /// The prompt of the preset's last aggregate step.
@@ -417,12 +398,13 @@ impl App {
                     | Step::Synthesize { agents, .. }
                     | Step::Refine { agents, .. } => agents
                         .iter()
-                        .map(|a| Pane::new(&a.model, a.temperature, self.color))
+                        .enumerate()
+                        .map(|(k, a)| Pane::new(k, &a.model, a.temperature, self.color))
                         .collect(),
                     Step::Aggregate { agent, .. }
                     | Step::Rank { agent, .. }
                     | Step::Vote { agent, .. } => {
-                        vec![Pane::new(&agent.model, agent.temperature, self.color)]
+                        vec![Pane::new(0, &agent.model, agent.temperature, self.color)]
                     }
                     Step::SelfMoaSeq { .. } | Step::Shuffle { .. } | Step::Dropout { .. } => {
                         Vec::new()
@@ -446,8 +428,9 @@ impl App {
                 .baseline
                 .as_ref()
                 .filter(|_| self.baseline_on)
-                .map(|b| Pane::new(&b.model, b.temperature, self.color)),
+                .map(|b| Pane::new(0, &b.model, b.temperature, self.color)),
             record: None,
+            aggregator_prompt: self.aggregate_prompt_label(None),
             started: std::time::Instant::now(),
         }
     }
@@ -487,7 +470,7 @@ impl App {
         view.baseline = record
             .baseline
             .as_ref()
-            .map(|b| Pane::new(&b.model, b.temperature, self.color));
+            .map(|b| Pane::new(0, &b.model, b.temperature, self.color));
         // A re-aggregation's one step is the final step; its given answers fill the last layer.
         let offset = |i: usize| match (run.kind, view.final_step) {
             (RunKind::Reaggregate, Some(fs)) => fs,
@@ -511,8 +494,9 @@ impl App {
             };
             for c in &step.calls {
                 while sv.panes.len() <= c.slot {
+                    let k = sv.panes.len();
                     sv.panes
-                        .push(Pane::new(&c.model, c.temperature, self.color));
+                        .push(Pane::new(k, &c.model, c.temperature, self.color));
                 }
                 let p = &mut sv.panes[c.slot];
                 p.model = c.model.clone();
@@ -583,7 +567,8 @@ impl App {
                 let step = run.steps.get_mut(i)?;
                 // Steps whose calls are not known in advance (self_moa_seq) grow as calls start.
                 while step.panes.len() <= slot {
-                    step.panes.push(Pane::new("", None, self.color));
+                    let k = step.panes.len();
+                    step.panes.push(Pane::new(k, "", None, self.color));
                 }
                 step.panes.get_mut(slot)
             }

@@ -8,15 +8,41 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::super::state::{App, Pane};
-use super::agreement_color;
+use super::{agreement_color, short_model};
 
-fn short(model: &str, n: usize) -> String {
-    let m = model.rsplit('/').next().unwrap_or(model);
-    if m.chars().count() > n {
-        format!("{}…", m.chars().take(n - 1).collect::<String>())
-    } else {
-        format!("{m:<n$}")
-    }
+/// A row label `n` columns wide (its last column a space), shortened with "…" when longer.
+fn fit(label: &str, n: usize) -> String {
+    let cut = crate::text::truncate(label, n.saturating_sub(1));
+    format!(
+        "{cut}{}",
+        " ".repeat(n.saturating_sub(crate::text::width(&cut)))
+    )
+}
+
+/// Row labels for a group's calls: the model's name, or, when models repeat in the group, the slot
+/// and temperature that tell them apart ("#2 t=0.7"), as the pane titles do.
+fn labels(panes: &[&Pane], slots: bool) -> Vec<String> {
+    let repeated = panes.iter().enumerate().any(|(i, p)| {
+        panes[..i]
+            .iter()
+            .any(|q| short_model(&q.model) == short_model(&p.model))
+    });
+    panes
+        .iter()
+        .map(|p| {
+            let slot = if slots {
+                format!("#{} ", p.slot + 1)
+            } else {
+                String::new()
+            };
+            if repeated {
+                let t = p.temperature.map(|t| format!("t={t}")).unwrap_or_default();
+                format!("{slot}{t}")
+            } else {
+                format!("{slot}{}", short_model(&p.model))
+            }
+        })
+        .collect()
 }
 
 pub fn draw(app: &App, f: &mut Frame, area: Rect) {
@@ -34,33 +60,47 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         }
     };
     let mut lines: Vec<Line> = Vec::new();
-    let label_w = 10usize;
-    // Room after the bar for " 12.3s 123t/s".
-    let bar_w = (inner.width as usize).saturating_sub(label_w + 14).max(4);
-    let mut groups: Vec<(String, Vec<&Pane>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<&Pane>, bool)> = Vec::new();
     if let Some(l) = app.shown_layer() {
         groups.push((
             format!("L {}", run.steps[l].op),
             run.steps[l].panes.iter().collect(),
+            true,
         ));
     }
     if let Some(s) = run.final_step {
-        groups.push(("final".into(), run.steps[s].panes.iter().collect()));
+        groups.push(("final".into(), run.steps[s].panes.iter().collect(), false));
     }
     if let Some(b) = &run.baseline {
-        groups.push(("baseline".into(), vec![b]));
+        groups.push(("baseline".into(), vec![b], false));
     }
-    for (name, panes) in groups {
+    let all_labels: Vec<Vec<String>> = groups.iter().map(|(_, p, s)| labels(p, *s)).collect();
+    let longest = all_labels
+        .iter()
+        .flatten()
+        .map(|l| crate::text::width(l))
+        .max()
+        .unwrap_or(8);
+    let label_w = (longest + 1).clamp(6, (inner.width as usize / 3).max(6));
+    // Room after the bar for " 12.3s 123t/s".
+    let bar_w = (inner.width as usize).saturating_sub(label_w + 14).max(4);
+    for ((name, panes, _), labels) in groups.into_iter().zip(all_labels) {
         // Each bar is drawn against the slowest call of its group: the group's critical path.
         let spans_ms: Vec<(u64, u64)> = panes
             .iter()
             .map(|p| {
-                // Calls in flight: measured from when they started, on this clock.
-                let live =
-                    |at: Option<std::time::Instant>| at.map(|t| t.elapsed().as_millis() as u64);
-                let total = p.latency_ms.or_else(|| live(p.started_at)).unwrap_or(0);
+                // Calls in flight: measured from when they started, on the clock of the last
+                // message (a clock that went backwards or a first token "before" the start counts 0).
+                let since = |at: std::time::Instant| {
+                    app.now.saturating_duration_since(at).as_millis() as u64
+                };
+                let total = p
+                    .latency_ms
+                    .or_else(|| p.started_at.map(since))
+                    .unwrap_or(0);
                 let first = p.ttft_ms.or_else(|| {
-                    Some(p.started_at?.elapsed().as_millis() as u64 - live(p.first_token_at)?)
+                    let (s, t) = (p.started_at?, p.first_token_at?);
+                    Some(t.saturating_duration_since(s).as_millis() as u64)
                 });
                 (first.unwrap_or(total).min(total), total)
             })
@@ -70,7 +110,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             name,
             Style::default().add_modifier(Modifier::BOLD),
         )));
-        for (p, (ttft, total)) in panes.iter().zip(spans_ms) {
+        for ((p, (ttft, total)), label) in panes.iter().zip(spans_ms).zip(&labels) {
             let wait = (ttft as usize * bar_w).div_ceil(worst as usize).min(bar_w);
             let busy = ((total as usize * bar_w) / worst as usize)
                 .saturating_sub(wait)
@@ -84,7 +124,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 _ => String::new(),
             };
             lines.push(Line::from(vec![
-                Span::raw(short(&p.model, label_w)),
+                Span::raw(fit(label, label_w)),
                 Span::styled("░".repeat(wait), styled(Color::DarkGray)),
                 Span::styled(
                     "█".repeat(busy),
@@ -105,12 +145,12 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             Span::styled(format!(" {}", a.method), styled(Color::DarkGray)),
         ]));
         let mut head = vec![Span::raw("    ")];
-        head.extend(a.slots.iter().map(|s| Span::raw(format!("  #{s} "))));
+        head.extend(a.slots.iter().map(|s| Span::raw(format!("  #{} ", s + 1))));
         lines.push(Line::from(head));
         for (i, row) in a.matrix.iter().enumerate() {
             let mut spans = vec![Span::raw(format!(
                 " #{:<2}",
-                a.slots.get(i).copied().unwrap_or(i)
+                a.slots.get(i).copied().unwrap_or(i) + 1
             ))];
             for (j, v) in row.iter().enumerate() {
                 spans.push(if i == j {

@@ -1,8 +1,6 @@
 //! `view(&App, &mut Frame)`: draws the workbench from the state, nothing else.
 
-mod help;
 mod metrics;
-mod overlays;
 mod pane;
 
 use ratatui::Frame;
@@ -11,12 +9,11 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::state::{App, Focus, Overlay, PaneId};
+use super::keymap::{self, Scope};
+use super::state::{App, Focus, PaneId, RunMode, SaveState};
+use crate::text::width;
 
-/// How many lines the help overlay has (for scrolling it).
-pub fn help_lines() -> u16 {
-    help::KEYS.len() as u16
-}
+pub use pane::{agent_label, short_model};
 
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
@@ -50,17 +47,7 @@ pub fn view(app: &App, f: &mut Frame) {
     }
     draw_input(app, f, input);
     draw_status(app, f, status);
-    if app.overlay == Overlay::Help {
-        help::draw(app, f, area);
-    }
-    match app.overlay {
-        Overlay::PromptEditor => draw_prompt_editor(app, f, area),
-        Overlay::Sessions => overlays::sessions(app, f, area),
-        Overlay::Compare => overlays::compare_view(app, f, area),
-        Overlay::Agents => overlays::agents(app, f, area),
-        Overlay::ModelPicker => overlays::picker(app, f, area),
-        Overlay::None | Overlay::Help => {}
-    }
+    super::overlay::draw(app, f, area);
 }
 
 fn accent(app: &App, c: Color) -> Style {
@@ -71,24 +58,36 @@ fn accent(app: &App, c: Color) -> Style {
     }
 }
 
+/// The header: the preset, the run's state and totals, the agreement, the session. When the line is
+/// too narrow, the least useful parts give way whole (the step chain first, then the turn, the
+/// agreement's method, the layer tabs) instead of the line being cut mid-word.
 fn draw_header(app: &App, f: &mut Frame, area: Rect) {
     let ops: Vec<&str> = app.preset.steps.iter().map(|s| s.op()).collect();
-    let mut spans = vec![
-        Span::styled(
-            " moa ",
-            accent(app, Color::Black)
-                .bg(if app.color { Color::Cyan } else { Color::Reset })
-                .add_modifier(Modifier::BOLD),
+    // (priority: higher gives way first, spans)
+    let mut parts: Vec<(u8, Vec<Span<'static>>)> = vec![
+        (
+            0,
+            vec![
+                Span::styled(
+                    " moa ",
+                    accent(app, Color::Black)
+                        .bg(if app.color { Color::Cyan } else { Color::Reset })
+                        .add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!(" {}", app.preset.name)),
+            ],
         ),
-        Span::raw(format!(" {} ", app.preset.name)),
-        Span::styled(
-            format!("({})", ops.join(" → ")),
-            accent(app, Color::DarkGray),
+        (
+            9,
+            vec![Span::styled(
+                format!(" ({})", ops.join(" → ")),
+                accent(app, Color::DarkGray),
+            )],
         ),
     ];
     let layers = app.layer_steps();
     if layers.len() > 1 {
-        spans.push(Span::raw("  layers: "));
+        let mut spans = vec![Span::raw("  layers: ")];
         let shown = app.shown_layer();
         for (n, l) in layers.iter().enumerate() {
             let op = app.run.as_ref().map_or("", |r| r.steps[*l].op);
@@ -102,25 +101,38 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
                 spans.push(Span::raw(label));
             }
         }
+        parts.push((6, spans));
     }
     if let Some(a) = app
         .shown_layer()
         .and_then(|l| app.run.as_ref()?.steps[l].agreement.as_ref())
     {
-        spans.push(Span::raw("  agreement "));
-        spans.push(Span::styled(
-            format!("{:.2}", a.value),
-            accent(app, agreement_color(a.value)).add_modifier(Modifier::BOLD),
+        parts.push((
+            2,
+            vec![
+                Span::raw("  agreement "),
+                Span::styled(
+                    format!("{:.2}", a.value),
+                    accent(app, agreement_color(a.value)).add_modifier(Modifier::BOLD),
+                ),
+            ],
         ));
-        spans.push(Span::styled(
-            format!(" ({}{})", a.method, if a.live { ", live" } else { "" }),
-            accent(app, Color::DarkGray),
+        parts.push((
+            7,
+            vec![Span::styled(
+                format!(" ({}{})", a.method, if a.live { ", live" } else { "" }),
+                accent(app, Color::DarkGray),
+            )],
         ));
     }
+    parts.push((1, vec![run_state(app)]));
     if !app.conversation.is_empty() {
-        spans.push(Span::styled(
-            format!("  turn {}", app.conversation.len() / 2 + 1),
-            accent(app, Color::DarkGray),
+        parts.push((
+            8,
+            vec![Span::styled(
+                format!("  turn {}", app.conversation.len() / 2 + 1),
+                accent(app, Color::DarkGray),
+            )],
         ));
     }
     if let Some(s) = &app.session {
@@ -128,12 +140,144 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
             Some(k) => format!(" · run {}/{}", k + 1, s.runs.len()),
             None => String::new(),
         };
-        spans.push(Span::styled(
-            format!("  session: {}{run}", s.name),
-            accent(app, Color::DarkGray),
+        parts.push((
+            3,
+            vec![Span::styled(
+                format!("  session: {}{run}", crate::text::strip_controls(&s.name)),
+                accent(app, Color::DarkGray),
+            )],
         ));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    let w = |parts: &[(u8, Vec<Span>)]| -> usize {
+        parts
+            .iter()
+            .flat_map(|(_, s)| s)
+            .map(|s| width(&s.content))
+            .sum()
+    };
+    while w(&parts) > area.width as usize && parts.len() > 1 {
+        let Some(i) = parts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (p, _))| *p)
+            .map(|(i, _)| i)
+            .filter(|&i| parts[i].0 > 0)
+        else {
+            break;
+        };
+        parts.remove(i);
+    }
+    let spans: Vec<Span> = parts.into_iter().flat_map(|(_, s)| s).collect();
+    f.render_widget(Paragraph::new(fit_spans(spans, area.width as usize)), area);
+}
+
+/// The run's state and totals for the header: what runs, for how long, and what it has cost.
+fn run_state(app: &App) -> Span<'static> {
+    let run = app.run.as_ref();
+    let text = match (app.mode, run.and_then(|r| r.record.as_ref())) {
+        (RunMode::Idle, None) if run.is_none() => String::new(),
+        (RunMode::Idle, Some(r)) => {
+            let cost = if r.usage.cost_usd > 0.0 {
+                format!(
+                    " ${:.4}{}",
+                    r.usage.cost_usd,
+                    if r.usage.cost_incomplete { "+" } else { "" }
+                )
+            } else {
+                String::new()
+            };
+            let state = if r.cancelled {
+                "cancelled"
+            } else if r
+                .final_answer
+                .as_ref()
+                .is_some_and(|f| f.status == crate::engine::record::CallStatus::Ok)
+            {
+                "done"
+            } else {
+                "no answer"
+            };
+            format!(
+                "  {state} {:.1}s · {}→{} tok{cost}",
+                r.wall_ms as f64 / 1000.0,
+                r.usage.tokens_in,
+                r.usage.tokens_out
+            )
+        }
+        (RunMode::Idle, None) => "  stopped".into(),
+        (mode, _) => {
+            let secs = run.map_or(0.0, |r| {
+                app.now.saturating_duration_since(r.started).as_secs_f64()
+            });
+            let tokens: u64 = run.map_or(0, |r| {
+                r.steps
+                    .iter()
+                    .flat_map(|s| &s.panes)
+                    .map(|p| p.tokens_out)
+                    .sum()
+            });
+            if tokens > 0 {
+                format!("  ● {} {secs:.1}s · {tokens} tok out", mode.label())
+            } else {
+                format!("  ● {} {secs:.1}s", mode.label())
+            }
+        }
+    };
+    Span::styled(
+        text,
+        accent(
+            app,
+            if app.running() {
+                Color::Cyan
+            } else {
+                Color::Gray
+            },
+        ),
+    )
+}
+
+/// Spans cut to `width` columns: whole spans first, the last one shortened with "…".
+fn fit_spans(spans: Vec<Span<'static>>, max: usize) -> Line<'static> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for s in spans {
+        let w = width(&s.content);
+        if used + w <= max {
+            used += w;
+            out.push(s);
+            continue;
+        }
+        let room = max.saturating_sub(used);
+        if room > 1 {
+            let cut = crate::text::wrap_ranges(&s.content, room - 1, room - 1);
+            if let Some(r) = cut.first() {
+                out.push(Span::styled(format!("{}…", &s.content[r.clone()]), s.style));
+            }
+        }
+        break;
+    }
+    Line::from(out)
+}
+
+/// Key hints that fit in `max` columns, whole hints only, most useful first.
+pub fn hint_line(hints: Vec<(&'static str, &'static str)>, max: usize) -> String {
+    let mut out = String::new();
+    for (key, what) in hints {
+        let item = format!("{key} {what}");
+        let need = if out.is_empty() {
+            width(&item)
+        } else {
+            width(&item) + 3
+        };
+        if width(&out) + need > max {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(" · ");
+        }
+        out.push_str(&item);
+    }
+    out
 }
 
 pub fn agreement_color(v: f64) -> Color {
@@ -223,10 +367,11 @@ fn draw_body(app: &App, f: &mut Frame, area: Rect) {
 
 fn draw_input(app: &App, f: &mut Frame, area: Rect) {
     let focused = app.focus == Focus::Input;
-    let title = if app.running {
-        " prompt (running: Esc cancels) "
-    } else {
-        " prompt "
+    let lines = app.input.lines().len();
+    let title = match (app.running(), lines) {
+        (true, _) => " prompt (running: Esc cancels) ".to_string(),
+        (false, n) if n > 1 => format!(" prompt ({n} lines: Enter sends) "),
+        _ => " prompt ".to_string(),
     };
     let mut block = Block::default().borders(Borders::ALL).title(title);
     if focused {
@@ -237,36 +382,76 @@ fn draw_input(app: &App, f: &mut Frame, area: Rect) {
     f.render_widget(&app.input, inner);
 }
 
-/// The aggregator prompt, editable: {query} {responses} {n} are filled in at run time.
-fn draw_prompt_editor(app: &App, f: &mut Frame, area: Rect) {
-    let w = (area.width * 4 / 5).max(40).min(area.width);
-    let h = (area.height * 3 / 4).max(8).min(area.height);
-    let r = Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    );
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" aggregator prompt ({query} {responses} {n}) ")
-        .title_bottom(" Ctrl+S apply and re-aggregate · Ctrl+T next template · Esc cancel ")
-        .border_style(accent(app, Color::Cyan));
-    let inner = block.inner(r);
-    f.render_widget(ratatui::widgets::Clear, r);
-    f.render_widget(block, r);
-    f.render_widget(&app.editor, inner);
+/// The status line: a failed save first (it must be seen), then the message, then as many whole key
+/// hints as fit. Words are never cut: a message too long for the line ends in "…" at a word.
+fn draw_status(app: &App, f: &mut Frame, area: Rect) {
+    let w = area.width as usize;
+    let mut spans: Vec<Span<'static>> = Vec::new();
+    match &app.save {
+        SaveState::Failed { path, reason } => spans.push(Span::styled(
+            format!(
+                "✗ not saved: {} ({}; retried at the next snapshot) ",
+                path.display(),
+                crate::text::strip_controls(reason)
+            ),
+            accent(app, Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        SaveState::Saved { id, .. } if !app.running() => spans.push(Span::styled(
+            format!("✓ saved {id} "),
+            accent(app, Color::Green),
+        )),
+        _ => {}
+    }
+    if !app.status.is_empty() {
+        spans.push(Span::raw(
+            crate::text::strip_controls(&app.status).into_owned(),
+        ));
+    }
+    let used: usize = spans.iter().map(|s| width(&s.content)).sum();
+    let scope = app.overlay.scope().unwrap_or(match app.focus {
+        Focus::Input => Scope::Input,
+        Focus::Pane(_) => Scope::Pane,
+    });
+    let room = w.saturating_sub(used + 3);
+    let hints = hint_line(keymap::hints(scope), room);
+    if !hints.is_empty() {
+        if used > 0 {
+            spans.push(Span::raw(" │ "));
+        }
+        spans.push(Span::styled(hints, accent(app, Color::DarkGray)));
+    }
+    let line = fit_words(spans, w);
+    f.render_widget(Paragraph::new(line), area);
 }
 
-fn draw_status(app: &App, f: &mut Frame, area: Rect) {
-    let keys = "Enter send · Esc cancel · Tab panes · F2 maximize · F3 compare · F4 agents · Ctrl+E aggregator prompt · Ctrl+A re-aggregate · Ctrl+O sessions · F1 help · Ctrl+C quit";
-    let text = if app.status.is_empty() {
-        keys.to_string()
-    } else {
-        format!("{} │ {keys}", app.status)
-    };
-    f.render_widget(
-        Paragraph::new(Span::styled(text, accent(app, Color::DarkGray))),
-        area,
-    );
+/// Like `fit_spans`, but a cut span ends at a word boundary.
+fn fit_words(spans: Vec<Span<'static>>, max: usize) -> Line<'static> {
+    let total: usize = spans.iter().map(|s| width(&s.content)).sum();
+    if total <= max {
+        return Line::from(spans);
+    }
+    let mut out = Vec::new();
+    let mut used = 0;
+    for s in spans {
+        let w = width(&s.content);
+        if used + w <= max {
+            used += w;
+            out.push(s);
+            continue;
+        }
+        let room = max.saturating_sub(used + 1);
+        let mut cut = String::new();
+        for word in s.content.split_inclusive(' ') {
+            if width(&cut) + width(word.trim_end()) > room {
+                break;
+            }
+            cut.push_str(word);
+        }
+        let cut = cut.trim_end();
+        if !cut.is_empty() {
+            out.push(Span::styled(format!("{cut}…"), s.style));
+        }
+        break;
+    }
+    Line::from(out)
 }

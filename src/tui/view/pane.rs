@@ -8,7 +8,60 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::super::state::{App, Focus, PaneId, PaneStatus};
-use crate::tui::markdown::wrap;
+use crate::text::width;
+use crate::tui::markdown::{RLine, wrap};
+
+/// The model's own name, without its provider: "smollm2-135m" from "local/smollm2-135m",
+/// "Qwen1.5-110B-Chat" from "together/Qwen/Qwen1.5-110B-Chat".
+pub fn short_model(model: &str) -> &str {
+    model.rsplit('/').next().unwrap_or(model)
+}
+
+/// Who answered: "#2 smollm2-135m t=0.7" (the slot as the agreement matrix numbers it).
+pub fn agent_label(slot: Option<usize>, model: &str, temperature: Option<f64>) -> String {
+    let slot = slot.map(|s| format!("#{} ", s + 1)).unwrap_or_default();
+    let temp = temperature.map(|t| format!(" t={t}")).unwrap_or_default();
+    format!("{slot}{}{temp}", short_model(model))
+}
+
+/// The title's left part within `room` columns. What gives way first: the role's details (the
+/// template), the temperature, then the model's name (shortened with "…"); the slot stays as long
+/// as anything does.
+fn fit_title(
+    role: &str,
+    slot: Option<usize>,
+    model: &str,
+    temp: Option<f64>,
+    room: usize,
+) -> String {
+    let name = short_model(model);
+    let slot_s = slot.map(|s| format!("#{} ", s + 1)).unwrap_or_default();
+    let temp_s = temp.map(|t| format!(" t={t}")).unwrap_or_default();
+    // "aggregator · together · " shortens to "agg · ", "baseline · " to "base · ".
+    let short_role = match role {
+        "" => "",
+        r if r.starts_with("aggregator") => "agg · ",
+        _ => "base · ",
+    };
+    let tries = [
+        (role, temp_s.as_str(), false),
+        (short_role, temp_s.as_str(), false),
+        (short_role, "", false),
+        (short_role, "", true),
+        ("", "", true),
+    ];
+    for (role, temp_s, cut) in tries {
+        let fixed = width(role) + width(&slot_s) + width(temp_s);
+        if !cut && fixed + width(name) <= room {
+            return format!("{role}{slot_s}{name}{temp_s}");
+        }
+        if cut && fixed + 4 <= room {
+            let name = crate::text::truncate(name, room - fixed);
+            return format!("{role}{slot_s}{name}{temp_s}");
+        }
+    }
+    slot_s.trim_end().to_string()
+}
 
 pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
     let Some(p) = app.pane(id) else { return };
@@ -23,18 +76,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
         PaneStatus::TimedOut => ("✗ timed out", Color::Red),
         PaneStatus::Cancelled => ("■ cancelled", Color::Yellow),
     };
-    let role = match id {
-        PaneId::Final => "aggregator · ",
-        PaneId::Baseline => "baseline · ",
-        PaneId::Call(..) => "",
-    };
-    let temp = p
-        .temperature
-        .map(|t| format!(" · t={t}"))
-        .unwrap_or_default();
-    let timing = match (p.latency_ms, p.status) {
-        (Some(ms), _) => format!(" {:.1}s", ms as f64 / 1000.0),
-        _ => String::new(),
+    let timing = match p.latency_ms {
+        Some(ms) => format!(" {:.1}s", ms as f64 / 1000.0),
+        None => String::new(),
     };
     let styled = |c: Color| {
         if app.color {
@@ -43,9 +87,31 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
             Style::default()
         }
     };
+    let role = match id {
+        PaneId::Final => {
+            let prompt = app
+                .run
+                .as_ref()
+                .and_then(|r| r.aggregator_prompt.clone())
+                .map(|t| format!("{t} · "))
+                .unwrap_or_default();
+            format!("aggregator · {prompt}")
+        }
+        PaneId::Baseline => "baseline · ".into(),
+        PaneId::Call(..) => String::new(),
+    };
+    let slot = matches!(id, PaneId::Call(..)).then_some(p.slot);
+    let status = format!("{icon}{timing}");
+    let left = fit_title(
+        &role,
+        slot,
+        &p.model,
+        p.temperature,
+        (area.width as usize).saturating_sub(5 + crate::text::width(&status)),
+    );
     let title = Line::from(vec![
-        Span::raw(format!(" {role}{}{temp} ", p.model)),
-        Span::styled(format!("{icon}{timing} "), styled(color)),
+        Span::raw(format!(" {left} ")),
+        Span::styled(format!("{status} "), styled(color)),
     ]);
     let focused = app.focus == Focus::Pane(id);
     let mut block = Block::default().borders(Borders::ALL).title(title);
@@ -74,7 +140,14 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
             )));
         }
         for l in e {
-            extra.extend(wrap(&l, inner.width));
+            extra.extend(wrap(
+                &RLine {
+                    prefix: vec![],
+                    content: l.spans,
+                    cont: vec![],
+                },
+                inner.width,
+            ));
         }
     }
     if cached.is_empty() && extra.is_empty() && p.status == PaneStatus::Waiting {

@@ -1,0 +1,185 @@
+//! What both front ends (the workbench and the headless commands) need before and around a run:
+//! configuration, templates and the engine (`setup`), the check that a preset can run at all
+//! (`preflight`), the session store, and model discovery for the model picker and `moa models`.
+//! Layers: `tui`, `cli` → `app` → `engine`/`session` → `provider`/`metrics` → `config`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, ProviderKind};
+use crate::engine::Engine;
+use crate::engine::preset::{self, Preset, catalogue};
+use crate::engine::prompts::Templates;
+use crate::metrics::embed::MiniLmScorer;
+use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
+use crate::provider::registry::Registry;
+use crate::session::store::Store;
+
+/// An error for the user and the exit status that goes with it (CONTRACT.md: 1 no answer, 2 bad
+/// usage or configuration).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AppError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl AppError {
+    /// Bad usage or configuration: exit status 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        AppError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// The run produced no answer (or could not go on): exit status 1.
+    pub fn failed(message: impl Into<String>) -> Self {
+        AppError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for AppError {
+    fn from(e: ConfigError) -> Self {
+        AppError::usage(e.to_string())
+    }
+}
+
+/// Configuration, templates and an engine, as every command needs them.
+pub struct Setup {
+    pub config: Arc<Config>,
+    pub templates: Templates,
+    pub engine: Engine,
+}
+
+impl Setup {
+    /// The session store under the data folder.
+    pub fn store(&self) -> Store {
+        Store::new(self.config.folders.sessions_dir())
+    }
+
+    /// A preset by name or path, from the shipped ones and the user's.
+    pub fn preset(&self, name: &str) -> Result<Preset, AppError> {
+        Ok(preset::load(
+            name,
+            &self.config.folders.presets_dir(),
+            &self.templates,
+        )?)
+    }
+
+    /// Every preset's name, shipped and the user's.
+    pub fn preset_names(&self) -> Vec<String> {
+        catalogue(&self.config.folders.presets_dir())
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+}
+
+pub fn setup(config_path: Option<&Path>) -> Result<Setup, AppError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let templates = Templates::load(&config.folders.config_dir.join("prompts"));
+    let registry = Arc::new(Registry::new(config.clone()));
+    let minilm_dir = crate::fetch::MINILM[0]
+        .path(&config.folders.models_dir)
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    Ok(Setup {
+        config,
+        templates,
+        engine: Engine {
+            registry,
+            // MiniLM when fetched (`moa pull`), else TF-IDF; the method is reported either way.
+            scorer: Arc::new(MiniLmScorer::new(minilm_dir)),
+        },
+    })
+}
+
+/// Check before spending anything that every model resolves and every needed key is set.
+pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(), AppError> {
+    let mut problems = Vec::new();
+    let mut missing_vars: Vec<String> = Vec::new();
+    for model in preset.models(baseline) {
+        match config.resolve(&model) {
+            Err(e) => problems.push(e),
+            Ok((p, _)) => {
+                if p.key_required && !p.key_available() {
+                    let var = p.api_key_env.clone().unwrap_or_default();
+                    if !missing_vars.contains(&var) {
+                        missing_vars.push(var);
+                    }
+                }
+                if p.kind == ProviderKind::Local
+                    && let Some(name) = model.split_once('/').map(|(_, m)| m)
+                    && name != EMBEDDED_MODEL
+                    && let Err(e) = LocalProvider::new(p, &config.folders.models_dir).resolve(name)
+                {
+                    problems.push(format!("{model}: {e}"));
+                }
+            }
+        }
+    }
+    for var in &missing_vars {
+        problems.push(format!(
+            "{var} is not set: export it, or pick another preset (moa presets list) or --config with other providers"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.dedup();
+        Err(AppError::usage(format!(
+            "preset {:?} cannot run:\n  {}",
+            preset.name,
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// Models named in config.toml (`[prices]`, `[models]`) or in a preset.
+pub fn configured_models(s: &Setup) -> BTreeSet<String> {
+    let mut configured: BTreeSet<String> = s.config.prices.keys().cloned().collect();
+    configured.extend(s.config.models.keys().cloned());
+    for e in catalogue(&s.config.folders.presets_dir()) {
+        if let Ok(p) = preset::parse(Path::new(&e.name), &e.text, &s.templates) {
+            configured.extend(p.models(true));
+        }
+    }
+    configured
+}
+
+/// Providers worth asking for their models without being told to: configured by the user, or
+/// built in with their key set (asking the others would only fail).
+pub fn reachable_providers(s: &Setup) -> Vec<String> {
+    s.config
+        .providers
+        .iter()
+        .filter(|(name, p)| {
+            p.kind != ProviderKind::Local
+                && (s.config.user_providers.contains(name) || (p.key_required && p.key_available()))
+                && (!p.key_required || p.key_available())
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// What a provider lists at /v1/models, as `PROVIDER/MODEL`, within 15 s.
+pub async fn listed_models(engine: &Engine, provider: &str) -> Result<Vec<String>, String> {
+    let (handle, _) = engine
+        .registry
+        .get(&format!("{provider}/-"))
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(15), handle.provider.list_models()).await {
+        Ok(Ok(models)) => Ok(models
+            .into_iter()
+            .map(|m| format!("{provider}/{}", m.id))
+            .collect()),
+        Ok(Err(e)) => Err(format!("{provider}: {e}")),
+        Err(_) => Err(format!("{provider}: no answer within 15 s")),
+    }
+}
