@@ -114,7 +114,10 @@ async fn a_person_runs_moa_in_the_workbench() {
         screen.contains("✗ fake answered HTTP 400: upstream"),
         "{screen}"
     );
-    assert!(screen.contains("aggregator · fake/agg"), "{screen}");
+    assert!(
+        screen.contains("aggregator · together · agg"),
+        "the aggregator's title names its prompt and model: {screen}"
+    );
 
     // The slow baseline is still streaming: Esc cancels it and keeps its text.
     tmux(&["send-keys", "-t", &session, "Escape"]);
@@ -146,11 +149,7 @@ async fn a_person_runs_moa_in_the_workbench() {
 
     // Help, then quit: the shell after moa shows its exit status.
     tmux(&["send-keys", "-t", &session, "F1"]);
-    wait_for(
-        &session,
-        "Esc, F1 or q closes this help",
-        Duration::from_secs(5),
-    );
+    wait_for(&session, "every key (this help)", Duration::from_secs(5));
     tmux(&["send-keys", "-t", &session, "C-c"]);
     let screen = wait_for(&session, "EXITED=0", Duration::from_secs(5));
     assert!(
@@ -158,4 +157,125 @@ async fn a_person_runs_moa_in_the_workbench() {
         "the workbench is gone: {screen}"
     );
     tmux(&["kill-session", "-t", &session]);
+}
+
+/// What a person meets first: a long multi-line paste (with `?`, a tab and a control character)
+/// lands in the prompt whole and sends nothing before Enter; code answers keep their indentation
+/// and tabs; repeated models are told apart; a sessions folder that cannot be written is said on
+/// screen, and quitting then exits non-zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn paste_code_answers_and_a_failed_save() {
+    if !have_tmux() {
+        return;
+    }
+    let s = Server::start().await;
+    s.script(
+        "coder",
+        vec![Reply::text(
+            &[
+                "Here:\n\n```python\ndef f(x):\n",
+                "    if x:\n        return 1\n",
+                "    return 0\n```\n",
+            ],
+            30,
+            20,
+        )],
+    );
+    s.script(
+        "agg",
+        vec![Reply::text(
+            &[
+                "```go\nfunc f() int {\n",
+                "\tif ok {\n\t\treturn 1\n\t}\n",
+                "\treturn 0\n}\n```\n",
+            ],
+            30,
+            20,
+        )],
+    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), s.config("")).unwrap();
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(
+        home.path().join("presets/code.toml"),
+        "name = \"code\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/coder\", temperature = 0.2 }, { model = \"fake/coder\", temperature = 0.9 }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
+    )
+    .unwrap();
+    // A file where the sessions folder should be: every write fails (also as root, whom
+    // permission bits do not stop).
+    std::fs::write(home.path().join("sessions"), "not a folder").unwrap();
+
+    let session = format!("moa-paste-{}", std::process::id());
+    let cmd = format!(
+        "MOA_HOME={} FAKE_API_KEY=k {} --preset code; echo EXITED=$?; sleep 30",
+        home.path().display(),
+        env!("CARGO_BIN_EXE_moa")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "45",
+        &cmd,
+    ]);
+    wait_for(&session, "Ask something", Duration::from_secs(10));
+
+    // 200 lines with a question mark first (it would open the help as a key), a tab, and a
+    // control character (it would act as a key).
+    let mut prompt = String::from("? What does this code do?\n");
+    for i in 1..200 {
+        prompt.push_str(&format!("line {i}:\tvalue = {i} \u{1}\n"));
+    }
+    prompt.push_str("end of the pasted text");
+    let file = home.path().join("paste.txt");
+    std::fs::write(&file, &prompt).unwrap();
+    let buffer = format!("moa-paste-buf-{}", std::process::id());
+    tmux(&["load-buffer", "-b", &buffer, file.to_str().unwrap()]);
+    tmux(&["paste-buffer", "-p", "-b", &buffer, "-t", &session]);
+    let screen = wait_for(&session, "pasted 201 lines", Duration::from_secs(10));
+    assert!(screen.contains("end of the pasted text"), "{screen}");
+    assert!(
+        !screen.contains("every key (this help)"),
+        "? acted as a key: {screen}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.log().is_empty(), "nothing is sent before Enter");
+
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "    return 0", Duration::from_secs(15));
+    let reqs = s.requests_for("coder");
+    assert_eq!(reqs.len(), 2, "one request per proposer, the paste whole");
+    let sent = reqs[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(sent, prompt, "the prompt as pasted, byte for byte");
+    // Python indentation, and Go's tabs expanded to 4-column stops.
+    assert!(screen.contains("        return 1"), "{screen}");
+    assert!(screen.contains("def f(x):"), "{screen}");
+    let screen = wait_for(&session, "    if ok {", Duration::from_secs(10));
+    assert!(
+        screen.contains("        return 1\n") || screen.contains("    }"),
+        "{screen}"
+    );
+    // Two samples of one model: the titles say which is which.
+    assert!(screen.contains("#1 coder t=0.2"), "{screen}");
+    assert!(screen.contains("#2 coder t=0.9"), "{screen}");
+
+    // The save failed, and the status line says where and why.
+    let screen = wait_for(&session, "✗ not saved", Duration::from_secs(10));
+    assert!(screen.contains("sessions"), "{screen}");
+    assert!(!screen.contains("✓ saved"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let screen = wait_for(&session, "EXITED=", Duration::from_secs(5));
+    assert!(
+        screen.contains("EXITED=1"),
+        "quitting with an unsaved session fails: {screen}"
+    );
+    assert!(screen.contains("not on disk"), "{screen}");
+    tmux(&["kill-session", "-t", &session]);
+    tmux(&["delete-buffer", "-b", &buffer]);
 }

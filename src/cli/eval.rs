@@ -54,7 +54,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     let prompts_path = args.prompts.clone().unwrap_or_default();
     let (mut items, warnings) = eval::read_prompts(&prompts_path).map_err(CliError::usage)?;
     for w in &warnings {
-        eprintln!("moa: {w}");
+        crate::safe_eprintln!("moa: {w}");
     }
     if let Some(n) = args.limit {
         items.truncate(n);
@@ -169,7 +169,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     let skipped = outcome.map_err(CliError::failed)?;
     let (results, damaged) = eval::load_results(&out);
     if damaged > 0 {
-        eprintln!(
+        crate::safe_eprintln!(
             "moa: {damaged} cut-off line(s) in {} were ignored (those prompts ran again)",
             out.join(eval::RESULTS).display()
         );
@@ -183,12 +183,13 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
-        print!("{}", report::text(&summary));
+        crate::safe_print!("{}", report::text(&summary));
     }
     if cancel.is_cancelled() {
-        eprintln!(
+        crate::safe_eprintln!(
             "moa: interrupted: {} of {} prompts done; run the same command again to go on",
-            summary.done, summary.prompts
+            summary.done,
+            summary.prompts
         );
         return Ok(130);
     }
@@ -249,7 +250,7 @@ fn compare(a: &Path, b: &Path, json: bool) -> Result<u8, CliError> {
     let sa = eval::summarize(&ma, &common, &ra, 0, a);
     let sb = eval::summarize(&mb, &common, &rb, 0, b);
     if json {
-        println!(
+        crate::safe_println!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"a": sa, "b": sb, "common": common.len()})
@@ -257,7 +258,7 @@ fn compare(a: &Path, b: &Path, json: bool) -> Result<u8, CliError> {
             .unwrap_or_default()
         );
     } else {
-        print!("{}", report::compare(&sa, &sb, common.len()));
+        crate::safe_print!("{}", report::compare(&sa, &sb, common.len()));
     }
     Ok(0)
 }

@@ -23,7 +23,7 @@ pub fn pull(config_path: Option<&Path>) -> Result<u8, CliError> {
     )
     .map_err(|e| CliError::failed(e.to_string()))?;
     for a in crate::fetch::all_assets() {
-        println!("{}  {}", a.path(dir).display(), a.title);
+        crate::safe_println!("{}  {}", a.path(dir).display(), a.title);
     }
     Ok(0)
 }

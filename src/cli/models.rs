@@ -27,7 +27,7 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
     }
     let configured = configured(&s);
     let wanted = |prov: &str| only.as_deref().is_none_or(|o| o == prov);
-    println!("configured:");
+    crate::safe_println!("configured:");
     for m in configured
         .iter()
         .filter(|m| wanted(m.split('/').next().unwrap_or("")))
@@ -37,7 +37,7 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
             .context_window(m)
             .map(|c| format!("  context {c}"))
             .unwrap_or_default();
-        println!("  {m}{ctx}");
+        crate::safe_println!("  {m}{ctx}");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,7 +55,7 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
             continue;
         }
         if p.key_required && !p.key_available() {
-            eprintln!(
+            crate::safe_eprintln!(
                 "{name}: {} is not set: export it to list this provider's models",
                 p.api_key_env.as_deref().unwrap_or("its key variable")
             );
@@ -72,21 +72,21 @@ pub fn main(config: Option<&Path>, only: Option<String>) -> Result<u8, CliError>
         });
         match listed {
             Ok(Ok(models)) => {
-                println!("{name} ({}):", p.base_url);
+                crate::safe_println!("{name} ({}):", p.base_url);
                 for m in models {
                     let ctx = m
                         .context_window
                         .map(|c| format!("  context {c}"))
                         .unwrap_or_default();
-                    println!("  {name}/{}{ctx}", m.id);
+                    crate::safe_println!("  {name}/{}{ctx}", m.id);
                 }
             }
             Ok(Err(e)) => {
-                eprintln!("{name}: {e}");
+                crate::safe_eprintln!("{name}: {e}");
                 status = 1;
             }
             Err(_) => {
-                eprintln!("{name}: no answer from {} within 15 s", p.base_url);
+                crate::safe_eprintln!("{name}: no answer from {} within 15 s", p.base_url);
                 status = 1;
             }
         }

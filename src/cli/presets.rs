@@ -16,15 +16,15 @@ pub fn list(config: Option<&Path>) -> Result<u8, CliError> {
         match preset::parse(&path, &e.text, &s.templates) {
             Ok(p) => {
                 let ops: Vec<&str> = p.steps.iter().map(Step::op).collect();
-                println!(
+                crate::safe_println!(
                     "{:<16} {:<9} {}",
                     p.name,
                     short_origin(&e.origin),
                     p.description
                 );
-                println!("{:<16} {:<9} steps: {}", "", "", ops.join(" → "));
+                crate::safe_println!("{:<16} {:<9} steps: {}", "", "", ops.join(" → "));
             }
-            Err(err) => println!(
+            Err(err) => crate::safe_println!(
                 "{:<16} {:<9} BROKEN: {err}",
                 e.name,
                 short_origin(&e.origin)
@@ -41,11 +41,11 @@ fn short_origin(o: &str) -> &str {
 pub fn show(config: Option<&Path>, name: &str) -> Result<u8, CliError> {
     let s = setup(config)?;
     let p = preset::load(name, &s.config.folders.presets_dir(), &s.templates)?;
-    println!("# {} ({})", p.name, p.origin);
-    println!("# models: {}", p.models(true).join(", "));
-    print!("{}", p.text);
+    crate::safe_println!("# {} ({})", p.name, p.origin);
+    crate::safe_println!("# models: {}", p.models(true).join(", "));
+    crate::safe_print!("{}", p.text);
     if !p.text.ends_with('\n') {
-        println!();
+        crate::safe_println!();
     }
     Ok(0)
 }

@@ -87,7 +87,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
         // Ctrl-C cancels the run (partial answers are kept in the record); a second one quits.
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nmoa: cancelling (Ctrl-C again to quit at once)");
+                crate::safe_eprintln!("\nmoa: cancelling (Ctrl-C again to quit at once)");
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -113,9 +113,11 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
     printer.finish(&record);
     if let Some(mut r) = recorder {
         match r.flush() {
-            Ok(()) if !args.quiet => eprintln!("moa: saved in session {}", r.session.id),
+            Ok(()) if !args.quiet => {
+                crate::safe_eprintln!("moa: saved in session {}", r.session.id)
+            }
             Ok(()) => {}
-            Err(e) => eprintln!("moa: {e}"),
+            Err(e) => crate::safe_eprintln!("moa: {e}"),
         }
     }
     Ok(match &record.final_answer {
@@ -151,7 +153,7 @@ fn conversation(args: &RunArgs, earlier: Option<Vec<Message>>) -> Result<Vec<Mes
         None if messages.last().is_some_and(|m| m.role == Role::User) => String::new(),
         None => {
             if std::io::stdin().is_terminal() {
-                eprintln!("moa: reading the prompt from stdin (end with Ctrl-D)");
+                crate::safe_eprintln!("moa: reading the prompt from stdin (end with Ctrl-D)");
             }
             let mut bytes = Vec::new();
             std::io::stdin()
@@ -196,7 +198,7 @@ pub fn fetch_local_models(
     });
     let dir = &config.folders.models_dir;
     if uses_embedded && !fetch::missing(dir, &fetch::all_assets()).is_empty() {
-        eprintln!(
+        crate::safe_eprintln!(
             "moa: first use of the embedded models: fetching them into {} (once)",
             dir.display()
         );
@@ -214,6 +216,9 @@ struct Printer {
     streamed: String,
     final_calls: Vec<(Stage, usize)>,
     ops: Vec<&'static str>,
+    /// Removes control sequences from the streamed answer when stdout is a terminal (a sequence
+    /// split between two chunks included); None for a pipe, which gets the exact text.
+    sanitizer: Option<crate::text::sanitize::Sanitizer>,
 }
 
 impl Printer {
@@ -224,12 +229,13 @@ impl Printer {
             streamed: String::new(),
             final_calls: Vec::new(),
             ops: Vec::new(),
+            sanitizer: crate::text::sanitize::stdout_is_terminal().then(Default::default),
         }
     }
 
     fn progress(&self, line: String) {
         if !self.quiet {
-            eprintln!("{line}");
+            crate::safe_eprintln!("{line}");
         }
     }
 
@@ -248,8 +254,12 @@ impl Printer {
             }
             RunEvent::Delta { tag, text } if self.final_calls.contains(&(tag.stage, tag.slot)) => {
                 if !self.json {
+                    let shown = match self.sanitizer.as_mut() {
+                        Some(s) => std::borrow::Cow::Owned(s.feed(text)),
+                        None => std::borrow::Cow::Borrowed(text.as_str()),
+                    };
                     let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.write_all(shown.as_bytes());
                     let _ = out.flush();
                 }
                 self.streamed.push_str(text);
@@ -272,7 +282,7 @@ impl Printer {
                     && !self.streamed.is_empty()
                     && !self.streamed.ends_with('\n')
                 {
-                    println!();
+                    crate::safe_println!();
                     self.streamed.push('\n');
                 }
                 let line = call_line(&self.label(tag.stage, tag.slot), record);
@@ -317,12 +327,12 @@ impl Printer {
             Some(f) if f.text.trim_end() != self.streamed.trim_end() => {
                 if !self.streamed.is_empty() {
                     let _ = writeln!(out);
-                    eprintln!(
+                    crate::safe_eprintln!(
                         "moa: the streamed answer was not final; the final answer ({}) follows",
                         f.source
                     );
                 }
-                let _ = write!(out, "{}", f.text);
+                let _ = write!(out, "{}", crate::text::sanitize::out(&f.text));
                 if !f.text.ends_with('\n') {
                     let _ = writeln!(out);
                 }
@@ -354,9 +364,9 @@ impl Printer {
                 r.usage.tokens_in,
                 r.usage.tokens_out
             )),
-            Some(_) => eprintln!("moa: cancelled; the partial answer is above"),
-            None if r.cancelled => eprintln!("moa: cancelled before any answer"),
-            None => eprintln!("moa: the run produced no answer (see the errors above)"),
+            Some(_) => crate::safe_eprintln!("moa: cancelled; the partial answer is above"),
+            None if r.cancelled => crate::safe_eprintln!("moa: cancelled before any answer"),
+            None => crate::safe_eprintln!("moa: the run produced no answer (see the errors above)"),
         }
     }
 }

@@ -67,18 +67,19 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
         SessionsCommand::List { json } => {
             let (list, bad) = store.list();
             for e in &bad {
-                eprintln!("moa: skipped {e}");
+                crate::safe_eprintln!("moa: skipped {e}");
             }
             if json {
+                // JSON is for scripts: the exact text (JSON escapes C0 controls itself).
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&list).unwrap_or_default()
                 );
             } else if list.is_empty() {
-                eprintln!("moa: no sessions yet in {}", store.dir.display());
+                crate::safe_eprintln!("moa: no sessions yet in {}", store.dir.display());
             } else {
                 for s in &list {
-                    println!(
+                    crate::safe_println!(
                         "{:<48} {:<20} {:>3} run(s) {:<16} {}{}",
                         s.id,
                         s.updated.get(..19).unwrap_or(&s.updated).replace('T', " "),
@@ -109,7 +110,7 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
                 }
                 return Ok(0);
             }
-            print!("{}", show_text(&s, &runs, compare, term_width()));
+            crate::safe_print!("{}", show_text(&s, &runs, compare, term_width()));
             Ok(0)
         }
         SessionsCommand::Export { id, format, out } => {
@@ -124,9 +125,10 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
                     crate::session::store::write_atomic(&p, text.as_bytes()).map_err(|e| {
                         CliError::failed(format!("cannot write {}: {e}", p.display()))
                     })?;
-                    eprintln!("moa: wrote {}", p.display());
+                    crate::safe_eprintln!("moa: wrote {}", p.display());
                 }
-                None => print!("{text}"),
+                None if format == "json" => print!("{text}"),
+                None => crate::safe_print!("{text}"),
             }
             Ok(0)
         }
@@ -135,7 +137,7 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
             store
                 .remove(&s.id)
                 .map_err(|e| CliError::failed(e.to_string()))?;
-            eprintln!("moa: deleted session {} ({})", s.id, s.name);
+            crate::safe_eprintln!("moa: deleted session {} ({})", s.id, s.name);
             Ok(0)
         }
         SessionsCommand::Rename { id, name } => {
@@ -148,7 +150,7 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
             store
                 .save(&s)
                 .map_err(|e| CliError::failed(e.to_string()))?;
-            eprintln!("moa: session {} is now {:?}", s.id, s.name);
+            crate::safe_eprintln!("moa: session {} is now {:?}", s.id, s.name);
             Ok(0)
         }
         SessionsCommand::Judge { id, model, run } => judge(config_path, &store, &id, model, run),
@@ -215,7 +217,7 @@ fn judge(
             )));
         }
     };
-    eprintln!("moa: judging run {} with {model} (both orders)", idx + 1);
+    crate::safe_eprintln!("moa: judging run {} with {model} (both orders)", idx + 1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -223,7 +225,7 @@ fn judge(
     let j = rt.block_on(crate::session::judge::judge(
         &st.engine, &model, &question, &moa, &base,
     ));
-    print!("{}", judgement_text(&j));
+    crate::safe_print!("{}", judgement_text(&j));
     s.runs[idx].judgements.push(j.clone());
     s.touch();
     store
@@ -380,45 +382,8 @@ pub fn compare_text(c: &Comparison, width: usize) -> String {
     out
 }
 
-/// Greedy word wrap to `width` display columns (long words are cut).
+/// Wrapped to `width` display columns by the same wrapper as the workbench's panes (indentation
+/// and tabs kept, long words cut between graphemes).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(8);
-    let mut lines = Vec::new();
-    for para in text.lines() {
-        let mut line = String::new();
-        for word in para.split_whitespace() {
-            let mut word = word.to_string();
-            while word.width() > width {
-                let cut: String = take_width(&word, width);
-                if !line.is_empty() {
-                    lines.push(std::mem::take(&mut line));
-                }
-                lines.push(cut.clone());
-                word = word[cut.len()..].to_string();
-            }
-            let need = if line.is_empty() { 0 } else { 1 } + word.width();
-            if line.width() + need > width && !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(&word);
-        }
-        lines.push(line);
-    }
-    lines
-}
-
-fn take_width(s: &str, width: usize) -> String {
-    let mut out = String::new();
-    let mut w = 0;
-    for c in s.chars() {
-        w += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-        if w > width {
-            break;
-        }
-        out.push(c);
-    }
-    out
+    crate::text::wrap_plain(text, width.max(8))
 }

@@ -12,60 +12,76 @@ pub fn strip_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_control) {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            '\x1b' => match chars.peek().copied() {
-                Some('[') => {
-                    chars.next();
-                    skip_csi(&mut chars);
-                }
-                Some(']' | 'P' | 'X' | '^' | '_') => {
-                    chars.next();
-                    skip_string(&mut chars);
-                }
-                // A two-character escape (ESC 7, ESC c, ESC ( B...): intermediates, then the final.
-                Some(n) if ('\x20'..='\x7e').contains(&n) => {
-                    while chars.next_if(|c| ('\x20'..='\x2f').contains(c)).is_some() {}
-                    chars.next();
-                }
-                _ => {}
-            },
-            '\u{9b}' => skip_csi(&mut chars),
-            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
-            c if is_control(c) => {}
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    let mut s = Sanitizer::default();
+    Cow::Owned(s.feed(text))
 }
 
 fn is_control(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}'
 }
 
-/// The rest of a CSI sequence: parameter and intermediate bytes, then one final byte.
-fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars>) {
-    for c in chars.by_ref() {
-        if ('\x40'..='\x7e').contains(&c) || !('\x20'..='\x3f').contains(&c) {
-            return;
-        }
-    }
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    #[default]
+    Text,
+    /// After ESC.
+    Esc,
+    /// After ESC and intermediate bytes (ESC ( B): the final byte comes next.
+    EscIntermediate,
+    /// Inside CSI: parameters and intermediates until a final byte.
+    Csi,
+    /// Inside an OSC/DCS/SOS/PM/APC string, until BEL or ST.
+    Str,
+    /// ESC inside such a string (ESC \ ends it).
+    StrEsc,
 }
 
-/// The rest of an OSC/DCS/SOS/PM/APC string: up to BEL or ST (ESC \ or U+9C).
-fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars>) {
-    while let Some(c) = chars.next() {
-        match c {
-            '\x07' | '\u{9c}' => return,
-            '\x1b' => {
-                chars.next_if_eq(&'\\');
-                return;
-            }
-            _ => {}
+/// A sanitizer for text that arrives in pieces (a streamed answer): a sequence split between two
+/// pieces is removed whole, its parameters included.
+#[derive(Default, Debug)]
+pub struct Sanitizer {
+    state: State,
+}
+
+impl Sanitizer {
+    pub fn feed(&mut self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            self.state = match (self.state, c) {
+                (State::Text, '\x1b') => State::Esc,
+                (State::Text, '\u{9b}') => State::Csi,
+                (State::Text, '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}') => State::Str,
+                (State::Text, c) => {
+                    if !is_control(c) {
+                        out.push(c);
+                    }
+                    State::Text
+                }
+                (State::Esc, '[') => State::Csi,
+                (State::Esc, ']' | 'P' | 'X' | '^' | '_') => State::Str,
+                (State::Esc | State::EscIntermediate, '\x20'..='\x2f') => State::EscIntermediate,
+                // The final byte of a two-character escape (ESC 7, ESC c, ESC ( B).
+                (State::Esc | State::EscIntermediate, '\x30'..='\x7e') => State::Text,
+                // Anything else ends the escape; the character itself is judged as text.
+                (State::Esc | State::EscIntermediate | State::Csi, c)
+                    if !('\x20'..='\x7e').contains(&c) =>
+                {
+                    if !is_control(c) {
+                        out.push(c);
+                    }
+                    State::Text
+                }
+                (State::Esc | State::EscIntermediate, _) => State::Text,
+                (State::Csi, '\x40'..='\x7e') => State::Text,
+                (State::Csi, _) => State::Csi,
+                (State::Str, '\x07' | '\u{9c}') => State::Text,
+                (State::Str, '\x1b') => State::StrEsc,
+                (State::Str, _) => State::Str,
+                (State::StrEsc, '\\') => State::Text,
+                (State::StrEsc, _) => State::Str,
+            };
         }
+        out
     }
 }
 
@@ -100,6 +116,27 @@ pub fn err(text: &str) -> Cow<'_, str> {
     for_terminal(text, stderr_is_terminal())
 }
 
+/// `println!` for lines that may hold model, provider or session text: sanitized when stdout is a
+/// terminal, exact when it is a pipe or a file.
+#[macro_export]
+macro_rules! safe_println {
+    () => { println!() };
+    ($($t:tt)*) => { println!("{}", $crate::text::sanitize::out(&format!($($t)*))) };
+}
+
+/// `print!`, sanitized like `safe_println!`.
+#[macro_export]
+macro_rules! safe_print {
+    ($($t:tt)*) => { print!("{}", $crate::text::sanitize::out(&format!($($t)*))) };
+}
+
+/// `eprintln!`, sanitized when stderr is a terminal.
+#[macro_export]
+macro_rules! safe_eprintln {
+    () => { eprintln!() };
+    ($($t:tt)*) => { eprintln!("{}", $crate::text::sanitize::err(&format!($($t)*))) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +160,16 @@ mod tests {
         assert_eq!(strip_controls("ok\x1b]52;c;AAAA"), "ok");
         assert_eq!(strip_controls("ok\x1b"), "ok");
         assert_eq!(strip_controls("ok\x1b[12"), "ok");
+    }
+
+    #[test]
+    fn a_sequence_split_across_pieces_is_removed_whole() {
+        let hostile = "x\x1b]52;c;aGVsbG8=\x07y\x1b[31mz";
+        for cut in 1..hostile.len() {
+            let mut s = Sanitizer::default();
+            let out = s.feed(&hostile[..cut]) + &s.feed(&hostile[cut..]);
+            assert_eq!(out, "xyz", "cut at {cut}");
+        }
     }
 
     #[test]
