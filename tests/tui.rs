@@ -776,3 +776,95 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_paste_lands_in_the_prompt_and_sends_nothing() {
+    let mut a = finished();
+    a.conversation.clear();
+    // Focus on a pane: a paste still goes to the prompt, and its `?`, `q`, `r` and control
+    // characters act as no keys.
+    up(&mut a, key(KeyCode::Tab));
+    let pasted = "? why\r\ndef f():\r\n\treturn 1\r\nq r y \u{3} end";
+    let effects = up(&mut a, Msg::Paste(pasted.into()));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(a.overlay, Overlay::None);
+    assert!(!a.quit);
+    assert_eq!(a.focus, Focus::Input);
+    let expected = "? why\ndef f():\n\treturn 1\nq r y \u{3} end";
+    assert_eq!(a.input.lines().join("\n"), expected);
+    assert!(a.status.contains("pasted 4 lines"), "{}", a.status);
+    // Typing goes on after it; Enter sends it all as one prompt.
+    type_text(&mut a, "!");
+    match up(&mut a, key(KeyCode::Enter)).as_slice() {
+        [Effect::StartRun { messages, .. }] => {
+            assert_eq!(messages.last().unwrap().content, format!("{expected}!"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A paste into the aggregator prompt editor goes there, whole.
+    let mut a = finished();
+    up(&mut a, key_mod(KeyCode::Char('e'), KeyModifiers::CONTROL));
+    up(&mut a, Msg::Paste("Extra\r\nrules".into()));
+    assert!(a.editor.content().contains("Extra\nrules"));
+    assert!(a.input.is_empty());
+}
+
+#[test]
+fn saved_is_said_only_after_the_write() {
+    use moa_workbench::session::recorder::SaveReport;
+    use moa_workbench::tui::state::SaveState;
+    let mut a = finished();
+    let s = screen(&a, 160, 45);
+    assert!(!s.contains("saved"), "nothing was written yet: {s}");
+    up(
+        &mut a,
+        Msg::Saved(SaveReport {
+            session: "2026-paris".into(),
+            path: "/home/u/.local/share/moa/sessions/2026-paris.json".into(),
+            result: Err("Read-only file system (os error 30)".into()),
+        }),
+    );
+    assert!(matches!(a.save, SaveState::Failed { .. }));
+    let s = screen(&a, 160, 45);
+    assert!(
+        s.contains(
+            "✗ not saved: /home/u/.local/share/moa/sessions/2026-paris.json (Read-only file system"
+        ),
+        "{s}"
+    );
+    // A later write that succeeds clears it.
+    up(
+        &mut a,
+        Msg::Saved(SaveReport {
+            session: "2026-paris".into(),
+            path: "/tmp/x.json".into(),
+            result: Ok(()),
+        }),
+    );
+    let s = screen(&a, 160, 45);
+    assert!(
+        s.contains("✓ saved 2026-paris") && !s.contains("not saved"),
+        "{s}"
+    );
+}
+
+#[test]
+fn the_status_line_never_cuts_a_word() {
+    let mut a = finished();
+    a.status =
+        "a rather long message about what happened in this run that goes on and on past the edge"
+            .into();
+    for w in [60u16, 80, 120, 160] {
+        let s = screen(&a, w, 30);
+        let last = s.lines().last().unwrap().trim_end().to_string();
+        // Whatever is shown is whole words of the message or whole hints.
+        let msg_words: Vec<&str> = a.status.split(' ').collect();
+        let shown = last.split(" │ ").next().unwrap().trim_end_matches('…');
+        for word in shown.split(' ') {
+            assert!(
+                msg_words.contains(&word),
+                "{w}: cut word {word:?} in {last:?}"
+            );
+        }
+    }
+}

@@ -869,4 +869,68 @@ mod tests {
         let lines = plain(&md.wrapped("a\x1b]52;c;AAAA\x07b \x1b[2Jc\n", 40));
         assert_eq!(lines, vec!["ab c"]);
     }
+
+    /// Lines with their styles, one span a bracket: `[text|fg mods]`.
+    fn styled(lines: &[Line]) -> String {
+        let mut out = String::new();
+        for l in lines {
+            for sp in &l.spans {
+                let mut tags = Vec::new();
+                if let Some(c) = sp.style.fg {
+                    tags.push(format!("{c:?}"));
+                }
+                if !sp.style.add_modifier.is_empty() {
+                    tags.push(format!("{:?}", sp.style.add_modifier));
+                }
+                if tags.is_empty() {
+                    out.push_str(&format!("[{}]", sp.content));
+                } else {
+                    out.push_str(&format!("[{}|{}]", sp.content, tags.join(" ")));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn snapshot_code_with_spaces_and_tabs() {
+        let text = "```python\nclass A:\n    def f(self):\n        return {'k': 1}\n```\n\n```go\nfunc main() {\n\tfor {\n\t\tbreak\n\t}\n}\n```\n";
+        insta::assert_snapshot!(styled(&Markdown::new(true).wrapped(text, 40)));
+    }
+
+    #[test]
+    fn snapshot_nested_lists_and_emphasis_across_lines() {
+        let text = "1. First *point\n   still emphasised* here\n   - nested **bold** item that is long enough to wrap\n     - deeper `code`\n2. Second\n\n- [x] done\n- [ ] open\n";
+        insta::assert_snapshot!(styled(&Markdown::new(true).wrapped(text, 32)));
+    }
+
+    #[test]
+    fn snapshot_table_aligned() {
+        let text = "| name | score | note |\n|:-----|------:|:----:|\n| alpha | 1 | ok |\n| a much longer name | 1234 | - |\n";
+        insta::assert_snapshot!(styled(&Markdown::new(true).wrapped(text, 60)));
+    }
+
+    #[test]
+    fn snapshot_cjk_and_emoji() {
+        let text =
+            "# 标题 🚀\n日本語のテキストは幅が二倍です。👨‍👩‍👧 家族の絵文字も一つの書記素です。\n";
+        let lines = Markdown::new(true).wrapped(text, 20);
+        for l in &lines {
+            let w: usize = l.spans.iter().map(|s| crate::text::width(&s.content)).sum();
+            assert!(w <= 20, "{l:?}");
+        }
+        insta::assert_snapshot!(styled(&lines));
+    }
+
+    #[test]
+    fn snapshot_a_5000_character_line() {
+        let long = "x".repeat(2_500) + " " + &"y".repeat(2_499);
+        let text = format!("```\n{long}\n```\n{long}\n");
+        let lines = Markdown::new(true).wrapped(&text, 100);
+        assert!(lines.len() >= 2 * 50, "{}", lines.len());
+        let joined: Vec<String> = plain(&lines);
+        assert_eq!(joined[1].len(), 100);
+        insta::assert_snapshot!(format!("{} lines\n{}", lines.len(), styled(&lines[..4])));
+    }
 }
