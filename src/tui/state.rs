@@ -431,7 +431,7 @@ impl App {
                 .map(|b| Pane::new(0, &b.model, b.temperature, self.color)),
             record: None,
             aggregator_prompt: self.aggregate_prompt_label(None),
-            started: std::time::Instant::now(),
+            started: self.now,
         }
     }
 
