@@ -70,13 +70,7 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         Some(Action::PickModel) => return super::picker::open(app),
         Some(Action::AddAgent) => {
-            if let AgentRef::Many(i, kk) = sel
-                && let Some(
-                    Step::Propose { agents, .. }
-                    | Step::Synthesize { agents, .. }
-                    | Step::Refine { agents, .. },
-                ) = Arc::make_mut(&mut app.preset).steps.get_mut(i)
-            {
+            if let Some((agents, kk)) = agent_list(app, sel) {
                 let copy = agents[kk].clone();
                 agents.insert(kk + 1, copy);
                 app.agents.row += 1;
@@ -86,12 +80,7 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             }
         }
         Some(Action::RemoveAgent) => {
-            if let AgentRef::Many(i, kk) = sel
-                && let Some(
-                    Step::Propose { agents, .. }
-                    | Step::Synthesize { agents, .. }
-                    | Step::Refine { agents, .. },
-                ) = Arc::make_mut(&mut app.preset).steps.get_mut(i)
+            if let Some((agents, kk)) = agent_list(app, sel)
                 && agents.len() > 1
             {
                 agents.remove(kk);
@@ -103,6 +92,19 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         _ => {}
     }
     vec![]
+}
+
+/// The list of agents `sel` is in, and its place there (steps with several agents only).
+fn agent_list(app: &mut App, sel: AgentRef) -> Option<(&mut Vec<AgentSpec>, usize)> {
+    let AgentRef::Many(i, k) = sel else {
+        return None;
+    };
+    match Arc::make_mut(&mut app.preset).steps.get_mut(i)? {
+        Step::Propose { agents, .. }
+        | Step::Synthesize { agents, .. }
+        | Step::Refine { agents, .. } => Some((agents, k)),
+        _ => None,
+    }
 }
 
 pub fn draw(app: &App, f: &mut Frame, area: Rect) {

@@ -168,7 +168,7 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
         parts.remove(i);
     }
     let spans: Vec<Span> = parts.into_iter().flat_map(|(_, s)| s).collect();
-    f.render_widget(Paragraph::new(fit_spans(spans, area.width as usize)), area);
+    f.render_widget(Paragraph::new(fit_words(spans, area.width as usize)), area);
 }
 
 /// The run's state and totals for the header: what runs, for how long, and what it has cost.
@@ -234,29 +234,6 @@ fn run_state(app: &App) -> Span<'static> {
             },
         ),
     )
-}
-
-/// Spans cut to `width` columns: whole spans first, the last one shortened with "…".
-fn fit_spans(spans: Vec<Span<'static>>, max: usize) -> Line<'static> {
-    let mut out = Vec::new();
-    let mut used = 0;
-    for s in spans {
-        let w = width(&s.content);
-        if used + w <= max {
-            used += w;
-            out.push(s);
-            continue;
-        }
-        let room = max.saturating_sub(used);
-        if room > 1 {
-            let cut = crate::text::wrap_ranges(&s.content, room - 1, room - 1);
-            if let Some(r) = cut.first() {
-                out.push(Span::styled(format!("{}…", &s.content[r.clone()]), s.style));
-            }
-        }
-        break;
-    }
-    Line::from(out)
 }
 
 /// Key hints that fit in `max` columns, whole hints only, most useful first.
@@ -424,7 +401,7 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-/// Like `fit_spans`, but a cut span ends at a word boundary.
+/// Spans cut to `max` columns: whole spans first; the one that does not fit ends at a word, with "…".
 fn fit_words(spans: Vec<Span<'static>>, max: usize) -> Line<'static> {
     let total: usize = spans.iter().map(|s| width(&s.content)).sum();
     if total <= max {
