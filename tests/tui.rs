@@ -843,7 +843,7 @@ fn saved_is_said_only_after_the_write() {
     );
     let s = screen(&a, 160, 45);
     assert!(
-        s.contains("✓ saved 2026-paris") && !s.contains("not saved"),
+        s.contains("✓ saved ·") && !s.contains("not saved"),
         "{s}"
     );
 }

@@ -373,8 +373,9 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
             ),
             accent(app, Color::Red).add_modifier(Modifier::BOLD),
         )),
-        SaveState::Saved { id, .. } if !app.running() => spans.push(Span::styled(
-            format!("✓ saved {id} "),
+        // The session's name is in the header; its id would crowd out the message.
+        SaveState::Saved { .. } if !app.running() => spans.push(Span::styled(
+            "✓ saved · ".to_string(),
             accent(app, Color::Green),
         )),
         _ => {}
