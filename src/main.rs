@@ -58,11 +58,7 @@ enum PresetsCommand {
 }
 
 fn main() -> ExitCode {
-    // Like other command-line tools, end quietly when stdout's reader goes away (`moa ... | head`).
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    moa_workbench::sys::default_sigpipe();
     moa_workbench::keep_freed_buffers();
     let args = Args::parse();
     let result = match args.command {
