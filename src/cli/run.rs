@@ -253,6 +253,7 @@ struct Printer {
     streamed: String,
     final_calls: Vec<(Stage, usize)>,
     ops: Vec<&'static str>,
+    stdout: StdoutWriter,
 }
 
 impl Printer {
@@ -263,6 +264,7 @@ impl Printer {
             streamed: String::new(),
             final_calls: Vec::new(),
             ops: Vec::new(),
+            stdout: StdoutWriter::start(),
         }
     }
 
@@ -287,9 +289,7 @@ impl Printer {
             }
             RunEvent::Delta { tag, text } if self.final_calls.contains(&(tag.stage, tag.slot)) => {
                 if !self.json {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(text.as_bytes());
-                    let _ = out.flush();
+                    self.stdout.write(text.as_bytes());
                 }
                 self.streamed.push_str(text);
             }
@@ -311,7 +311,7 @@ impl Printer {
                     && !self.streamed.is_empty()
                     && !self.streamed.ends_with('\n')
                 {
-                    println!();
+                    self.stdout.write(b"\n");
                     self.streamed.push('\n');
                 }
                 let line = call_line(&self.label(tag.stage, tag.slot), record);
@@ -344,6 +344,7 @@ impl Printer {
     }
 
     fn finish(&mut self, r: &RunRecord) {
+        self.stdout.drain();
         if self.json {
             // One write: stdout is line-buffered, and a record has hundreds of lines.
             let mut text = serde_json::to_string_pretty(r).unwrap_or_default();
@@ -425,5 +426,49 @@ fn call_line(label: &str, c: &CallRecord) -> String {
                 format!(" ({} characters kept)", c.text.chars().count())
             }
         ),
+    }
+}
+
+/// Streamed text goes to stdout from a thread of its own: a blocked stdout (a pager nobody reads)
+/// must not stall the runtime that reads the provider streams, or their idle timeouts fire.
+struct StdoutWriter {
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StdoutWriter {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("moa-stdout".into())
+            .spawn(move || {
+                let mut out = std::io::stdout();
+                for piece in rx {
+                    let _ = out.write_all(&piece).and_then(|()| out.flush());
+                }
+            })
+            .ok();
+        StdoutWriter {
+            tx: thread.is_some().then_some(tx),
+            thread,
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        match &self.tx {
+            Some(tx) if tx.send(bytes.to_vec()).is_ok() => {}
+            _ => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes).and_then(|()| out.flush());
+            }
+        }
+    }
+
+    /// Everything sent so far is written: what follows goes straight to stdout, after it.
+    fn drain(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
