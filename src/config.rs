@@ -56,10 +56,59 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| {
+    let value: T = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
         ConfigError::at(path, text, e.span(), msg)
-    })
+    })?;
+    refuse_non_finite(path, text)?;
+    Ok(value)
+}
+
+/// `inf` and `nan` are valid TOML but no temperature, rate or price: accepted, they reach the
+/// run records, which JSON writes as null, and every session holding one becomes unreadable.
+fn refuse_non_finite(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(
+        key: &str,
+        v: &toml::Spanned<DeValue<'_>>,
+        found: &mut Option<(String, std::ops::Range<usize>)>,
+    ) {
+        if found.is_some() {
+            return;
+        }
+        match v.get_ref() {
+            DeValue::Float(f) if !f.as_str().parse::<f64>().is_ok_and(f64::is_finite) => {
+                *found = Some((key.to_string(), v.span()));
+            }
+            DeValue::Array(a) => a.iter().for_each(|x| walk(key, x, found)),
+            DeValue::Table(t) => t.iter().for_each(|(k, x)| {
+                let k = if key.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{key}.{}", k.get_ref())
+                };
+                walk(&k, x, found)
+            }),
+            _ => {}
+        }
+    }
+    // Already parsed once without error; a second parse failing is left to the first's verdict.
+    let Ok(table) = DeTable::parse(text) else {
+        return Ok(());
+    };
+    let mut found = None;
+    for (k, v) in table.get_ref() {
+        walk(k.get_ref(), v, &mut found);
+    }
+    match found {
+        Some((key, span)) => Err(ConfigError::at(
+            path,
+            text,
+            Some(span),
+            format!("{key}: numbers must be finite (not inf or nan)"),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -88,7 +137,7 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct ProviderEntry {
     kind: Option<ProviderKind>,
-    base_url: Option<String>,
+    base_url: Option<toml::Spanned<String>>,
     api_key_env: Option<String>,
     /// Only here to refuse it with a helpful message: keys live in the environment.
     api_key: Option<toml::Spanned<toml::Value>>,
@@ -175,10 +224,20 @@ impl ProviderSettings {
     /// The key variable is set (and non-empty), or none is needed.
     pub fn key_available(&self) -> bool {
         match &self.api_key_env {
-            Some(var) => std::env::var_os(var).is_some_and(|v| !v.is_empty()),
+            Some(var) => {
+                std::env::var_os(var).is_some_and(|v| !v.to_string_lossy().trim().is_empty())
+            }
             None => true,
         }
     }
+}
+
+/// `scheme://user[:pass]@host...`
+fn url_has_credentials(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        authority.contains('@')
+    })
 }
 
 /// The providers moa knows without any configuration, with their usual base URLs and key variables.
@@ -395,7 +454,19 @@ impl Config {
                 p.kind = k;
             }
             if let Some(u) = e.base_url {
-                p.base_url = u;
+                // Refused rather than redacted wherever shown: like api_key, a password does not
+                // belong in a file, and one missed place (an error, a listing) would print it.
+                if url_has_credentials(u.get_ref()) {
+                    return Err(ConfigError::at(
+                        path,
+                        text,
+                        Some(u.span()),
+                        format!(
+                            "providers.{name}.base_url holds a user name or password (user:pass@host): remove it, export the key in an environment variable and name that variable with api_key_env = \"...\""
+                        ),
+                    ));
+                }
+                p.base_url = u.into_inner();
             }
             if let Some(k) = e.api_key_env {
                 p.api_key_env = Some(k).filter(|k| !k.is_empty());
@@ -568,5 +639,51 @@ output_per_mtok = 2.0
     fn line_col_counts_chars() {
         assert_eq!(line_col("ab\ncdé\nf", 8), (3, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_where_they_are() {
+        for (text, at) in [
+            (
+                "[prices.\"a/b\"]\ninput_per_mtok = inf\noutput_per_mtok = 1.0\n",
+                "c.toml:2:18",
+            ),
+            (
+                "[prices.\"a/b\"]\ninput_per_mtok = 1.0\noutput_per_mtok = nan\n",
+                "c.toml:3:19",
+            ),
+            (
+                "[prices.\"a/b\"]\ninput_per_mtok = -inf\noutput_per_mtok = 1.0\n",
+                "c.toml:2:18",
+            ),
+        ] {
+            let e = Config::from_toml(folders(), Path::new("c.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(at), "{e}");
+            assert!(e.contains("finite"), "{e}");
+        }
+        assert!(
+            Config::from_toml(
+                folders(),
+                Path::new("c.toml"),
+                "[prices.\"a/b\"]\ninput_per_mtok = 1e300\noutput_per_mtok = 0.5\n"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn credentials_in_base_url_are_refused_without_echoing_them() {
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[providers.x]\nkind = \"openai\"\nbase_url = \"https://me:hunter2@h.example/v1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("c.toml:3:12"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(!url_has_credentials("http://127.0.0.1:8000/v1?a=b@c"));
     }
 }

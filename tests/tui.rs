@@ -842,10 +842,7 @@ fn saved_is_said_only_after_the_write() {
         }),
     );
     let s = screen(&a, 160, 45);
-    assert!(
-        s.contains("✓ saved ·") && !s.contains("not saved"),
-        "{s}"
-    );
+    assert!(s.contains("✓ saved ·") && !s.contains("not saved"), "{s}");
 }
 
 #[test]

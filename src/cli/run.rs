@@ -219,6 +219,7 @@ struct Printer {
     /// Removes control sequences from the streamed answer when stdout is a terminal (a sequence
     /// split between two chunks included); None for a pipe, which gets the exact text.
     sanitizer: Option<crate::text::sanitize::Sanitizer>,
+    stdout: StdoutWriter,
 }
 
 impl Printer {
@@ -230,6 +231,7 @@ impl Printer {
             final_calls: Vec::new(),
             ops: Vec::new(),
             sanitizer: crate::text::sanitize::stdout_is_terminal().then(Default::default),
+            stdout: StdoutWriter::start(),
         }
     }
 
@@ -254,13 +256,10 @@ impl Printer {
             }
             RunEvent::Delta { tag, text } if self.final_calls.contains(&(tag.stage, tag.slot)) => {
                 if !self.json {
-                    let shown = match self.sanitizer.as_mut() {
-                        Some(s) => std::borrow::Cow::Owned(s.feed(text)),
-                        None => std::borrow::Cow::Borrowed(text.as_str()),
-                    };
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(shown.as_bytes());
-                    let _ = out.flush();
+                    match self.sanitizer.as_mut() {
+                        Some(s) => self.stdout.write(s.feed(text).as_bytes()),
+                        None => self.stdout.write(text.as_bytes()),
+                    }
                 }
                 self.streamed.push_str(text);
             }
@@ -282,7 +281,7 @@ impl Printer {
                     && !self.streamed.is_empty()
                     && !self.streamed.ends_with('\n')
                 {
-                    crate::safe_println!();
+                    self.stdout.write(b"\n");
                     self.streamed.push('\n');
                 }
                 let line = call_line(&self.label(tag.stage, tag.slot), record);
@@ -315,6 +314,7 @@ impl Printer {
     }
 
     fn finish(&mut self, r: &RunRecord) {
+        self.stdout.drain();
         if self.json {
             // One write: stdout is line-buffered, and a record has hundreds of lines.
             let mut text = serde_json::to_string_pretty(r).unwrap_or_default();
@@ -396,5 +396,49 @@ fn call_line(label: &str, c: &CallRecord) -> String {
                 format!(" ({} characters kept)", c.text.chars().count())
             }
         ),
+    }
+}
+
+/// Streamed text goes to stdout from a thread of its own: a blocked stdout (a pager nobody reads)
+/// must not stall the runtime that reads the provider streams, or their idle timeouts fire.
+struct StdoutWriter {
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StdoutWriter {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("moa-stdout".into())
+            .spawn(move || {
+                let mut out = std::io::stdout();
+                for piece in rx {
+                    let _ = out.write_all(&piece).and_then(|()| out.flush());
+                }
+            })
+            .ok();
+        StdoutWriter {
+            tx: thread.is_some().then_some(tx),
+            thread,
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        match &self.tx {
+            Some(tx) if tx.send(bytes.to_vec()).is_ok() => {}
+            _ => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes).and_then(|()| out.flush());
+            }
+        }
+    }
+
+    /// Everything sent so far is written: what follows goes straight to stdout, after it.
+    fn drain(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

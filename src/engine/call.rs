@@ -112,11 +112,13 @@ pub async fn run_call(
         };
         let sent = Instant::now();
         let first_deadline = (sent + timeouts.first_token).min(total_deadline);
+        // The answer is polled before the deadline: when moa itself stalled (Ctrl-Z, a laptop
+        // asleep), a reply already waiting must win over a timer that expired meanwhile.
         let opened = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Outcome::Cancelled,
-            _ = tokio::time::sleep_until(first_deadline) => break first_token_timeout(&timeouts, total_deadline, first_deadline),
             r = handle.provider.open(req.clone()) => r,
+            _ = tokio::time::sleep_until(first_deadline) => break first_token_timeout(&timeouts, total_deadline, first_deadline),
         };
         permit.opened();
         let mut stream = match opened {
@@ -152,19 +154,36 @@ pub async fn run_call(
             } else {
                 (last + timeouts.idle).min(total_deadline)
             };
+            if Instant::now() >= total_deadline {
+                // Checked here too: with the stream polled first, a provider that always has data
+                // ready would otherwise never meet the total deadline.
+                break 'attempts Outcome::TimedOut(
+                    "total_timeout",
+                    format!(
+                        "the answer was cut off by the total timeout of {} (timeout_total_ms)",
+                        secs(timeouts.total)
+                    ),
+                );
+            }
+            // The stream is polled before the deadline, and once more after it fired: the idle and
+            // first-token deadlines are about the provider, and data already waiting in the socket
+            // means moa stalled (a pager nobody reads, Ctrl-Z, sleep), not the provider.
             let next = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break 'attempts Outcome::Cancelled,
-                _ = tokio::time::sleep_until(deadline) => {
-                    if rec.ttft_ms.is_none() {
+                n = stream.next() => n,
+                _ = tokio::time::sleep_until(deadline) => match waiting(&mut stream).await {
+                    Some(n) => n,
+                    None if rec.ttft_ms.is_none() => {
                         break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
-                    } else if deadline == total_deadline {
+                    }
+                    None if deadline == total_deadline => {
                         break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
-                    } else {
+                    }
+                    None => {
                         break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
                     }
-                }
-                n = stream.next() => n,
+                },
             };
             last = Instant::now();
             match next {
@@ -221,6 +240,15 @@ pub async fn run_call(
         }
     };
     finish(ctx, tag, rec, started, outcome, usage, est_in)
+}
+
+/// What the stream has ready without waiting, after the runtime had a turn to see the socket (a
+/// yielded task runs after the I/O driver is polled): None when nothing is there.
+async fn waiting(
+    stream: &mut crate::provider::ChunkStream,
+) -> Option<Option<Result<Chunk, ProviderError>>> {
+    tokio::task::yield_now().await;
+    futures::FutureExt::now_or_never(stream.next())
 }
 
 fn first_token_timeout(

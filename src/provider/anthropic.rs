@@ -25,12 +25,30 @@ impl AnthropicProvider {
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url.trim_end_matches('/'), path)
     }
-    fn authorize(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let rb = rb.header("anthropic-version", API_VERSION);
-        match super::read_key(self.key_var.as_deref()) {
-            Some(key) => rb.header("x-api-key", key),
+        Ok(match super::auth_header(self.key_var.as_deref(), None)? {
+            Some(v) => rb.header("x-api-key", v),
             None => rb,
-        }
+        })
+    }
+
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<reqwest::Response, ProviderError> {
+        super::send(
+            self.authorize(rb)?,
+            &self.name,
+            &self.base_url,
+            path,
+            self.key_var.as_deref(),
+        )
+        .await
     }
 }
 
@@ -88,14 +106,7 @@ impl Provider for AnthropicProvider {
                 .client
                 .post(self.url("messages"))
                 .json(&request_body(&req));
-            let resp = self
-                .authorize(rb)
-                .send()
-                .await
-                .map_err(|e| super::send_error(&self.name, &self.base_url, e))?;
-            if !resp.status().is_success() {
-                return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
-            }
+            let resp = self.send(rb, "messages").await?;
             Ok(chunk_stream(
                 sse::events(resp, self.name.clone()),
                 self.name.clone(),
@@ -106,16 +117,9 @@ impl Provider for AnthropicProvider {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ListedModel>, ProviderError>> {
         Box::pin(async move {
             let resp = self
-                .authorize(self.client.get(self.url("models")))
-                .send()
-                .await
-                .map_err(|e| super::send_error(&self.name, &self.base_url, e))?;
-            if !resp.status().is_success() {
-                return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
-            }
-            let v: Value = resp.json().await.map_err(|e| {
-                ProviderError::Protocol(format!("{} sent an unreadable model list: {e}", self.name))
-            })?;
+                .send(self.client.get(self.url("models")), "models")
+                .await?;
+            let v = super::openai::read_model_list(resp, &self.name).await?;
             Ok(super::openai::parse_model_list(&v))
         })
     }
@@ -125,6 +129,8 @@ struct ParseState<S> {
     events: S,
     pending: VecDeque<Result<Chunk, ProviderError>>,
     done: bool,
+    /// `message_stop`, or a `stop_reason` (the same fact, a moment earlier), arrived.
+    finished: bool,
     tokens_in: u64,
     provider: String,
 }
@@ -140,6 +146,7 @@ where
         events,
         pending: VecDeque::new(),
         done: false,
+        finished: false,
         tokens_in: 0,
         provider,
     };
@@ -154,6 +161,9 @@ where
             let ev = match st.events.next().await {
                 None => {
                     st.done = true;
+                    if !st.finished {
+                        st.pending.push_back(Err(super::closed_early(&st.provider)));
+                    }
                     continue;
                 }
                 Some(Err(e)) => {
@@ -195,10 +205,14 @@ where
                         }));
                     }
                     if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                        st.finished = true;
                         st.pending.push_back(Ok(Chunk::Finish(r.to_string())));
                     }
                 }
-                "message_stop" => st.done = true,
+                "message_stop" => {
+                    st.done = true;
+                    st.finished = true;
+                }
                 "error" => {
                     let etype = v
                         .pointer("/error/type")
@@ -210,8 +224,10 @@ where
                         .unwrap_or("");
                     st.done = true;
                     st.pending.push_back(Err(ProviderError::Remote(format!(
-                        "{} reported {etype}: {msg}",
-                        st.provider
+                        "{} reported {}: {}",
+                        st.provider,
+                        super::shorten(etype, 100),
+                        super::shorten(msg, super::MESSAGE_CAP)
                     ))));
                 }
                 _ => {}

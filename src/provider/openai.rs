@@ -21,11 +21,31 @@ impl OpenAiProvider {
         format!("{}/{}", self.base_url.trim_end_matches('/'), path)
     }
 
-    fn authorize(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match super::read_key(self.key_var.as_deref()) {
-            Some(key) => rb.bearer_auth(key),
-            None => rb,
-        }
+    fn authorize(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(
+            match super::auth_header(self.key_var.as_deref(), Some("Bearer"))? {
+                Some(v) => rb.header(reqwest::header::AUTHORIZATION, v),
+                None => rb,
+            },
+        )
+    }
+
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<reqwest::Response, ProviderError> {
+        super::send(
+            self.authorize(rb)?,
+            &self.name,
+            &self.base_url,
+            path,
+            self.key_var.as_deref(),
+        )
+        .await
     }
 }
 
@@ -62,19 +82,13 @@ pub fn request_body(req: &ChatRequest) -> Value {
 impl Provider for OpenAiProvider {
     fn open(&self, req: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
+            let path = "chat/completions";
             let rb = self
                 .client
-                .post(self.url("chat/completions"))
+                .post(self.url(path))
                 .header(reqwest::header::ACCEPT, "text/event-stream")
                 .json(&request_body(&req));
-            let resp = self
-                .authorize(rb)
-                .send()
-                .await
-                .map_err(|e| super::send_error(&self.name, &self.base_url, e))?;
-            if !resp.status().is_success() {
-                return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
-            }
+            let resp = self.send(rb, path).await?;
             Ok(chunk_stream(
                 sse::events(resp, self.name.clone()),
                 self.name.clone(),
@@ -85,19 +99,33 @@ impl Provider for OpenAiProvider {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ListedModel>, ProviderError>> {
         Box::pin(async move {
             let resp = self
-                .authorize(self.client.get(self.url("models")))
-                .send()
-                .await
-                .map_err(|e| super::send_error(&self.name, &self.base_url, e))?;
-            if !resp.status().is_success() {
-                return Err(super::http_error(resp, &self.name, self.key_var.as_deref()).await);
-            }
-            let v: Value = resp.json().await.map_err(|e| {
-                ProviderError::Protocol(format!("{} sent an unreadable model list: {e}", self.name))
-            })?;
-            Ok(parse_model_list(&v))
+                .send(self.client.get(self.url("models")), "models")
+                .await?;
+            Ok(parse_model_list(&read_model_list(resp, &self.name).await?))
         })
     }
+}
+
+/// A `/v1/models` body as JSON, read up to [`super::MODEL_LIST_CAP`] and no further.
+pub(crate) async fn read_model_list(
+    mut resp: reqwest::Response,
+    provider: &str,
+) -> Result<Value, ProviderError> {
+    let (bytes, cut) = super::read_capped(&mut resp, super::MODEL_LIST_CAP)
+        .await
+        .map_err(|e| {
+            ProviderError::Stream(format!(
+                "the connection to {provider} broke while reading its model list: {e}"
+            ))
+        })?;
+    if cut {
+        return Err(ProviderError::Protocol(format!(
+            "{provider} sent a model list over 16 MiB; moa stopped reading it (name the models in presets instead)"
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ProviderError::Protocol(format!("{provider} sent an unreadable model list: {e}"))
+    })
 }
 
 /// `{"data": [{"id": ..., "context_length"|"context_window"|"max_model_len": N}]}`; Ollama's native
@@ -126,6 +154,9 @@ struct ParseState<S> {
     pending: VecDeque<Result<Chunk, ProviderError>>,
     done: bool,
     saw_text: bool,
+    /// `[DONE]` or a `finish_reason` arrived: the answer is complete. Some servers close right after
+    /// the finish_reason, without `[DONE]`.
+    finished: bool,
     malformed: usize,
     provider: String,
 }
@@ -142,6 +173,7 @@ where
         pending: VecDeque::new(),
         done: false,
         saw_text: false,
+        finished: false,
         malformed: 0,
         provider,
     };
@@ -161,6 +193,8 @@ where
                             "{} sent {} malformed event(s) and no text",
                             st.provider, st.malformed
                         ))));
+                    } else if !st.finished {
+                        st.pending.push_back(Err(super::closed_early(&st.provider)));
                     }
                 }
                 Some(Err(e)) => {
@@ -174,13 +208,16 @@ where
                     }
                     if data == "[DONE]" {
                         st.done = true;
+                        st.finished = true;
                         continue;
                     }
                     match serde_json::from_str::<Value>(data) {
                         Ok(v) => {
                             for c in parse_chunk(&v, &st.provider) {
-                                if matches!(c, Ok(Chunk::Text(_))) {
-                                    st.saw_text = true;
+                                match c {
+                                    Ok(Chunk::Text(_)) => st.saw_text = true,
+                                    Ok(Chunk::Finish(_)) => st.finished = true,
+                                    _ => {}
                                 }
                                 if c.is_err() {
                                     st.done = true;
@@ -202,8 +239,8 @@ fn parse_chunk(v: &Value, provider: &str) -> Vec<Result<Chunk, ProviderError>> {
         let msg = err
             .get("message")
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| err.to_string());
+            .map(|m| super::shorten(m, super::MESSAGE_CAP))
+            .unwrap_or_else(|| super::shorten(&err.to_string(), super::MESSAGE_CAP));
         out.push(Err(ProviderError::Remote(format!(
             "{provider} reported an error mid-stream: {msg}"
         ))));

@@ -116,6 +116,9 @@ impl Registry {
         let client = || {
             reqwest::Client::builder()
                 .connect_timeout(s.timeouts.connect)
+                // A redirect is an error (see ProviderError::Redirect): followed, it would send the
+                // key (custom headers survive a change of host) and, on 307/308, the prompt again.
+                .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("moa-workbench/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| ProviderError::Config(format!("cannot build an HTTP client: {e}")))
