@@ -1,0 +1,139 @@
+//! A hostile or broken server cannot get a key or a prompt elsewhere, crash moa, or pass off a cut
+//! stream as an answer: regression tests for issue 13's network items, through the real binary.
+
+mod support;
+
+use std::path::Path;
+
+use support::{Piece, Reply, Server};
+
+const KEY: &str = "sk-hostile-SECRET-5c4b3a";
+
+const PRESET: &str = "name = \"solo\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n";
+
+fn home_for(config: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(home.path().join("presets/solo.toml"), PRESET).unwrap();
+    home
+}
+
+async fn run(home: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--preset", "solo", "--json", "--no-save"];
+    args.extend_from_slice(extra);
+    args.push("Private prompt");
+    support::moa(home, &args, None, KEY).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_sends_neither_key_nor_prompt_elsewhere() {
+    let elsewhere = Server::start().await;
+    elsewhere.script("p", vec![Reply::text(&["stolen"], 0, 0)]);
+    elsewhere.script("agg", vec![Reply::text(&["stolen"], 0, 0)]);
+    let s = Server::start().await;
+    let target = format!("{}/chat/completions", elsewhere.base_url());
+    for model in ["p", "agg"] {
+        s.script(
+            model,
+            vec![Reply::status(307, "").header("location", &target)],
+        );
+    }
+    for kind in ["openai", "anthropic"] {
+        let config = s
+            .config("")
+            .replace("kind = \"openai\"", &format!("kind = \"{kind}\""));
+        let home = home_for(&config);
+        let out = run(home.path(), &[]).await;
+        assert_eq!(out.status.code(), Some(1), "{kind}");
+        assert!(
+            elsewhere.log().is_empty(),
+            "{kind}: a request reached the other host"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("redirects to"), "{kind}: {err}");
+        assert!(err.contains("set base_url"), "{kind}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_finite_retry_after_does_not_crash() {
+    let s = Server::start().await;
+    for (model, v) in [("p", "nan"), ("agg", "inf")] {
+        s.script(
+            model,
+            vec![
+                Reply::status(429, r#"{"error":{"message":"slow down"}}"#).header("retry-after", v),
+                Reply::text(&["fine"], 0, 0),
+            ],
+        );
+    }
+    let home = home_for(&s.config(""));
+    let out = run(home.path(), &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["final"]["text"], "fine");
+    // A huge retry-after-ms too.
+    s.script(
+        "agg",
+        vec![
+            Reply::status(429, "{}").header("retry-after-ms", "1e300"),
+            Reply::text(&["fine"], 0, 0),
+        ],
+    );
+    let config = s.config("").replace("max_retries = 2", "max_retries = 0");
+    let home = home_for(&config);
+    let out = run(home.path(), &[]).await;
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_before_its_end_is_failed_with_the_text_kept() {
+    let s = Server::start().await;
+    s.script("p", vec![Reply::text(&["whole"], 0, 0)]);
+    s.script(
+        "agg",
+        vec![Reply::raw(vec![
+            Piece::Bytes(0, support::sse_chunk("half an ").into_bytes()),
+            Piece::Bytes(5, support::sse_chunk("answer").into_bytes()),
+        ])],
+    );
+    let home = home_for(&s.config(""));
+    let out = run(home.path(), &[]).await;
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agg = &rec["steps"][1]["calls"][0];
+    assert_eq!(agg["status"], "failed", "{agg}");
+    assert_eq!(agg["text"], "half an answer");
+    assert!(
+        agg["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("closed the stream before finishing"),
+        "{agg}"
+    );
+    // The aggregator failed: the answer comes from a proposer, and says so.
+    assert_eq!(rec["final"]["source"], "fallback:0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_error_body_is_cut_where_it_is_shown_and_stored() {
+    let s = Server::start().await;
+    let huge = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(5_000_000));
+    s.script("p", vec![Reply::status(400, &huge)]);
+    s.script("agg", vec![Reply::status(400, &huge)]);
+    let home = home_for(&s.config(""));
+    let out = run(home.path(), &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.len() < 20_000,
+        "stderr has {} bytes",
+        out.stderr.len()
+    );
+    assert!(
+        out.stdout.len() < 50_000,
+        "the record has {} bytes",
+        out.stdout.len()
+    );
+}
