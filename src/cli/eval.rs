@@ -122,6 +122,15 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
         prompts: std::fs::canonicalize(&prompts_path).unwrap_or(prompts_path.clone()),
     };
 
+    match eval::repair_results(&out) {
+        Ok(Some(r)) => eprintln!(
+            "moa: {} ended in a line cut off by an interrupted run ({} bytes); it was dropped and its prompt runs again",
+            out.join(eval::RESULTS).display(),
+            r.dropped_bytes
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(CliError::failed(e)),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -83,6 +83,7 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
             ..Default::default()
         };
         let mut h = s.engine.start(Arc::new(preset), messages, opts);
+        let run_id = h.id.to_string();
         let cancel = h.cancel.clone();
         // Ctrl-C cancels the run (partial answers are kept in the record); a second one quits.
         tokio::spawn(async move {
@@ -105,7 +106,29 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
             }
             (printer, recorder)
         });
-        let record = h.done.await.expect("the run task does not panic");
+        // The engine ends a run whose task panicked with a failed record of its own; a JoinError
+        // here would mean the runtime dropped it. Either way the run ends as failed (exit 1) and
+        // what the recorder saved stays.
+        let record = match h.done.await {
+            Ok(r) => r,
+            Err(e) => RunRecord {
+                schema: crate::engine::record::RUN_SCHEMA.into(),
+                id: run_id,
+                created: String::new(),
+                preset: String::new(),
+                messages: Vec::new(),
+                steps: Vec::new(),
+                final_answer: None,
+                baseline: None,
+                wall_ms: 0,
+                usage: Default::default(),
+                cancelled: false,
+            }
+            .into_failed(
+                None,
+                &format!("internal error: the run ended abnormally ({e})"),
+            ),
+        };
         let (printer, recorder) = printing.await.expect("the printer does not panic");
         (printer, record, recorder)
     });

@@ -135,7 +135,7 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
         SessionsCommand::Rm { id } => {
             let s = find(&id)?;
             store
-                .remove(&s.id)
+                .remove(&s)
                 .map_err(|e| CliError::failed(e.to_string()))?;
             crate::safe_eprintln!("moa: deleted session {} ({})", s.id, s.name);
             Ok(0)
@@ -145,8 +145,7 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
             if name.trim().is_empty() {
                 return Err(CliError::usage("the new name is empty"));
             }
-            s.name = name.trim().to_string();
-            s.touch();
+            s.rename(&name);
             store
                 .save(&s)
                 .map_err(|e| CliError::failed(e.to_string()))?;

@@ -141,6 +141,9 @@ impl Usage {
     }
 }
 
+/// What a failed run's final answer says its source is.
+pub const FAILED_SOURCE: &str = "error";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub schema: String,
@@ -159,4 +162,36 @@ pub struct RunRecord {
     pub usage: Usage,
     #[serde(default)]
     pub cancelled: bool,
+}
+
+impl RunRecord {
+    /// This record (the steps that had ended) as a run the engine could not finish (a panic in
+    /// the run task): a note with `error` on the step under way, and a failed final answer, so
+    /// that every front end sees the run end, and why.
+    pub fn into_failed(mut self, current: Option<&str>, error: &str) -> RunRecord {
+        if let Some(op) = current {
+            self.steps.push(StepRecord {
+                op: op.to_string(),
+                agreement: None,
+                agreement_method: None,
+                agreement_matrix: None,
+                calls: Vec::new(),
+                responses: Vec::new(),
+                shortened: None,
+                notes: vec![error.to_string()],
+                wall_ms: 0,
+            });
+        }
+        let mut usage = Usage::default();
+        for c in self.steps.iter().flat_map(|s| &s.calls) {
+            usage.add(c);
+        }
+        self.usage = usage;
+        self.final_answer = Some(FinalAnswer {
+            text: String::new(),
+            source: FAILED_SOURCE.into(),
+            status: CallStatus::Failed,
+        });
+        self
+    }
 }

@@ -5,6 +5,12 @@
 //! finish, but their answers do not enter later steps. When the pipeline has its final answer, any
 //! still running are cancelled: waiting would cost the latency that quorum/deadline exist to save.
 //! Those that finished in time are recorded as `late`, the others as `cancelled` with their text.
+//!
+//! A panic anywhere in the run task still ends the run: a supervising task sees the run task's
+//! JoinError, cancels what is still running and sends `RunDone` with a failed final answer and
+//! the steps that had ended, so no front end waits for a run that will never end. Debug builds
+//! (tests) can ask for such a panic: `MOA_DEBUG_PANIC_AT_STEP=N` panics as step N (0-based)
+//! starts. Release builds do not read it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +78,31 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let id: Arc<str> = ulid::Ulid::generate().to_string().into();
+        let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+        let failed = RunRecord {
+            schema: RUN_SCHEMA.into(),
+            id: id.to_string(),
+            created: now_rfc3339(),
+            preset: preset.name.clone(),
+            messages: messages.clone(),
+            steps: Vec::new(),
+            final_answer: None,
+            baseline: None,
+            wall_ms: 0,
+            usage: Usage::default(),
+            cancelled: false,
+        };
+        let supervisor = Supervisor {
+            events: tx.clone(),
+            cancel: cancel.clone(),
+            progress: progress.clone(),
+            run: id.clone(),
+            started: Instant::now(),
+            ops: preset.steps.iter().map(Step::op).collect(),
+            failed,
+        };
         let runner = Runner {
+            progress,
             ctx: Arc::new(CallContext {
                 registry: self.registry.clone(),
                 events: tx,
@@ -100,7 +130,8 @@ impl Engine {
             partial_final: None,
             windows: None,
         };
-        let done = tokio::spawn(runner.run(preset, opts));
+        let task = tokio::spawn(runner.run(preset, opts));
+        let done = tokio::spawn(supervisor.watch(task));
         RunHandle {
             id,
             events: rx,
@@ -159,10 +190,108 @@ impl Engine {
         mut on_event: impl FnMut(&RunEvent),
     ) -> RunRecord {
         let mut h = self.start(preset, messages, opts);
+        let mut last = None;
         while let Some(ev) = h.events.recv().await {
             on_event(&ev);
+            if let RunEvent::RunDone { record } = ev {
+                last = Some(*record);
+            }
         }
-        h.done.await.expect("the run task does not panic")
+        match h.done.await {
+            Ok(r) => r,
+            // The supervisor does not panic; should the runtime drop it, the last record sent
+            // is the run's.
+            Err(e) => last.unwrap_or_else(|| {
+                RunRecord {
+                    schema: RUN_SCHEMA.into(),
+                    id: h.id.to_string(),
+                    created: now_rfc3339(),
+                    preset: String::new(),
+                    messages: Vec::new(),
+                    steps: Vec::new(),
+                    final_answer: None,
+                    baseline: None,
+                    wall_ms: 0,
+                    usage: Usage::default(),
+                    cancelled: false,
+                }
+                .into_failed(
+                    None,
+                    &format!("internal error: the run ended abnormally ({e})"),
+                )
+            }),
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What a run has done so far, kept where its supervisor can read it after a panic.
+#[derive(Default)]
+struct Progress {
+    steps: Vec<StepRecord>,
+    /// The step under way.
+    current: Option<usize>,
+}
+
+/// Waits for a run task and, if it panicked, ends the run for everyone listening.
+struct Supervisor {
+    events: mpsc::UnboundedSender<RunEvent>,
+    cancel: CancellationToken,
+    progress: Arc<std::sync::Mutex<Progress>>,
+    run: Arc<str>,
+    started: Instant,
+    ops: Vec<&'static str>,
+    /// The record's head (id, created, preset, messages), filled in on failure.
+    failed: RunRecord,
+}
+
+impl Supervisor {
+    async fn watch(self, task: tokio::task::JoinHandle<RunRecord>) -> RunRecord {
+        let e = match task.await {
+            Ok(record) => return record,
+            Err(e) => e,
+        };
+        // Calls, baseline and late calls the dead task started would go on streaming.
+        self.cancel.cancel();
+        let why = if e.is_panic() {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!(
+                "internal error: the run failed: the engine panicked ({msg}); please report this"
+            )
+        } else {
+            "internal error: the run task was stopped".to_string()
+        };
+        let (steps, current) = match self.progress.lock() {
+            Ok(p) => (p.steps.clone(), p.current),
+            Err(poisoned) => {
+                let p = poisoned.into_inner();
+                (p.steps.clone(), p.current)
+            }
+        };
+        let current = current.filter(|i| *i >= steps.len());
+        let mut head = self.failed;
+        head.steps = steps;
+        head.wall_ms = ms_since(self.started);
+        let record = head.into_failed(current.and_then(|i| self.ops.get(i).copied()), &why);
+        let _ = self.events.send(RunEvent::Notice {
+            run: self.run.clone(),
+            stage: Stage::Step(current.unwrap_or(0)),
+            message: why,
+        });
+        let _ = self.events.send(RunEvent::RunDone {
+            record: Box::new(record.clone()),
+        });
+        record
     }
 }
 
@@ -181,6 +310,7 @@ struct LateCalls {
 }
 
 struct Runner {
+    progress: Arc<std::sync::Mutex<Progress>>,
     ctx: Arc<CallContext>,
     scorer: Arc<dyn AgreementScorer>,
     run: Arc<str>,
@@ -238,9 +368,13 @@ impl Runner {
                 let agent = agent.clone();
                 let msgs = prompts::with_agent_system(&self.conversation, agent.system.as_deref());
                 let token = self.cancel.child_token();
-                Some(tokio::spawn(async move {
-                    run_call(&ctx, tag, &agent, msgs, false, token).await
-                }))
+                let placeholder = placeholder_of(&agent, 0);
+                Some((
+                    placeholder,
+                    tokio::spawn(
+                        async move { run_call(&ctx, tag, &agent, msgs, false, token).await },
+                    ),
+                ))
             }
             _ => None,
         };
@@ -273,11 +407,22 @@ impl Runner {
             if self.cancel.is_cancelled() {
                 break;
             }
+            if let Ok(mut p) = self.progress.lock() {
+                p.current = Some(i);
+            }
             self.ctx.emit(RunEvent::StepStarted {
                 run: self.run.clone(),
                 step: i,
                 op: step.op(),
             });
+            #[cfg(debug_assertions)]
+            if std::env::var("MOA_DEBUG_PANIC_AT_STEP")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                == Some(i)
+            {
+                panic!("MOA_DEBUG_PANIC_AT_STEP={i}");
+            }
             let started = Instant::now();
             let mut rec = StepRecord {
                 op: step.op().to_string(),
@@ -302,6 +447,9 @@ impl Runner {
                 step: i,
                 record: rec.clone(),
             });
+            if let Ok(mut p) = self.progress.lock() {
+                p.steps.push(rec.clone());
+            }
             self.steps.push(rec);
             if self.responses.is_empty() {
                 break;
@@ -314,7 +462,14 @@ impl Runner {
         self.collect_late().await;
         self.collect_scores().await;
         let baseline = match baseline {
-            Some(h) => Some(h.await.expect("baseline task does not panic")),
+            Some((placeholder, h)) => Some(h.await.unwrap_or_else(|_| CallRecord {
+                status: CallStatus::Failed,
+                error: Some(
+                    "internal error: the baseline call panicked (please report this)".into(),
+                ),
+                error_kind: Some("internal".into()),
+                ..placeholder
+            })),
             None => None,
         };
         let cancelled = self.cancel.is_cancelled();
@@ -1055,18 +1210,30 @@ pub fn parse_ranking(text: &str, n: usize) -> Option<Vec<usize>> {
 }
 
 /// Read a judge's pick: the last `[[k]]` with 1 <= k <= n, as a 0-based index.
+///
+/// One pass: a judge's output is model text of any length, and looking for the `]]` after every
+/// `[[` (then parsing all between) made a megabyte of `[[` take minutes.
 pub fn parse_choice(text: &str, n: usize) -> Option<usize> {
+    // Longer than any usize in decimal, with room for spaces: nothing longer can be a pick.
+    const MAX_INSIDE: usize = 32;
     let mut found = None;
-    let mut rest = text;
-    while let Some(p) = rest.find("[[") {
-        let after = &rest[p + 2..];
-        if let Some(end) = after.find("]]")
-            && let Ok(k) = after[..end].trim().parse::<usize>()
+    let mut from = 0;
+    // The first `]]` at or after the current `[[`: searched again only once passed, so the text
+    // is scanned for `]]` once in all.
+    let mut close: Option<usize> = None;
+    while let Some(p) = text[from..].find("[[") {
+        let start = from + p + 2;
+        if close.is_none_or(|c| c < start) {
+            close = text[start..].find("]]").map(|c| start + c);
+        }
+        let Some(end) = close else { break };
+        if end - start <= MAX_INSIDE
+            && let Ok(k) = text[start..end].trim().parse::<usize>()
             && (1..=n).contains(&k)
         {
             found = Some(k - 1);
         }
-        rest = after;
+        from = from + p + 1;
     }
     found
 }
@@ -1098,5 +1265,22 @@ mod tests {
         assert_eq!(parse_choice("[[1]] hmm, actually [[3]]", 3), Some(2));
         assert_eq!(parse_choice("[[7]]", 3), None);
         assert_eq!(parse_choice("[[A]]", 3), None);
+        assert_eq!(parse_choice("[[[[2]]", 3), Some(1));
+        assert_eq!(parse_choice("[[ 3 ]] é", 3), Some(2));
+    }
+
+    #[test]
+    fn choices_are_read_in_linear_time() {
+        let mut text = "[[".repeat(512 * 1024);
+        text.push_str("[[2]]");
+        let t = std::time::Instant::now();
+        assert_eq!(parse_choice(&text, 3), Some(1));
+        assert_eq!(parse_choice(&"[[".repeat(512 * 1024), 3), None);
+        // Quadratic, this took minutes; linear, milliseconds (debug build, loaded machine: 2 s).
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

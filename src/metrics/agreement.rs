@@ -6,10 +6,27 @@
 use std::collections::HashMap;
 
 pub trait AgreementScorer: Send + Sync {
-    /// Reported next to the score (`tfidf`, `minilm`, ...).
+    /// The method this scorer means to use (`tfidf`, `minilm`, ...). A scorer that can fall back
+    /// says what one call really used in `scored`, not here.
     fn method(&self) -> &str;
     /// Symmetric matrix of pairwise similarities, 1.0 on the diagonal.
     fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>>;
+    /// The matrix and the method that made it, from one call. Scorers run concurrently (live
+    /// agreement, evaluations scoring many runs): a method read after the matrix, from state the
+    /// scorer shares, could be another call's.
+    fn scored(&self, texts: &[String]) -> Scored {
+        Scored {
+            matrix: self.matrix(texts),
+            method: self.method().to_string(),
+        }
+    }
+}
+
+/// A matrix with the method that computed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub matrix: Vec<Vec<f64>>,
+    pub method: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -24,10 +41,10 @@ pub fn score(scorer: &dyn AgreementScorer, texts: &[String]) -> Option<Agreement
     if texts.len() < 2 {
         return None;
     }
-    let matrix = scorer.matrix(texts);
+    let Scored { matrix, method } = scorer.scored(texts);
     Some(Agreement {
         mean: mean_off_diagonal(&matrix),
-        method: scorer.method().to_string(),
+        method,
         matrix,
     })
 }
@@ -152,5 +169,56 @@ mod tests {
         assert!(a.mean > 0.3 && a.mean < 0.4, "{}", a.mean);
         assert_eq!(most_central(&m), 0);
         assert!(score(&TfIdf, &texts[..1]).is_none());
+    }
+
+    /// Falls back for texts that say so, and (as a shared flag would) reports from `method` what
+    /// the latest call did, whichever thread made it.
+    struct Flaky {
+        last_fell_back: std::sync::atomic::AtomicBool,
+        barrier: std::sync::Barrier,
+    }
+
+    impl AgreementScorer for Flaky {
+        fn method(&self) -> &str {
+            if self
+                .last_fell_back
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                "tfidf"
+            } else {
+                "minilm"
+            }
+        }
+        fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>> {
+            self.scored(texts).matrix
+        }
+        fn scored(&self, texts: &[String]) -> Scored {
+            let fell_back = texts.iter().any(|t| t.contains("fallback"));
+            self.last_fell_back
+                .store(fell_back, std::sync::atomic::Ordering::SeqCst);
+            // Both calls have stored their flag before either reads a method.
+            self.barrier.wait();
+            let method = if fell_back { "tfidf" } else { "minilm" };
+            Scored {
+                matrix: TfIdf.matrix(texts),
+                method: method.into(),
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_scores_each_keep_their_own_method() {
+        let s = std::sync::Arc::new(Flaky {
+            last_fell_back: false.into(),
+            barrier: std::sync::Barrier::new(2),
+        });
+        let run = |texts: Vec<String>| {
+            let s = s.clone();
+            std::thread::spawn(move || score(s.as_ref(), &texts).unwrap().method)
+        };
+        let a = run(vec!["fallback one".into(), "fallback two".into()]);
+        let b = run(vec!["embedded one".into(), "embedded two".into()]);
+        assert_eq!(a.join().unwrap(), "tfidf");
+        assert_eq!(b.join().unwrap(), "minilm");
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
@@ -12,7 +11,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
-use super::agreement::{AgreementScorer, TfIdf};
+use super::agreement::{AgreementScorer, Scored, TfIdf};
 
 /// sentence-transformers' max_seq_length for this model.
 const MAX_TOKENS: usize = 256;
@@ -196,8 +195,6 @@ pub struct MiniLmScorer {
     /// stream; an answer that has finished keeps its text, so from then on (and in the final score
     /// at the step's end) it costs nothing: the end-of-step score only embeds what finished last.
     cache: Mutex<HashMap<u64, Vec<f32>>>,
-    /// The last `matrix` could not embed (a damaged model file) and used TF-IDF instead.
-    fell_back: AtomicBool,
 }
 
 /// Enough for a few steps of a few proposers; cleared when full (old steps are not scored again).
@@ -216,7 +213,6 @@ impl MiniLmScorer {
             dir,
             model: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
-            fell_back: AtomicBool::new(false),
         }
     }
 
@@ -231,9 +227,8 @@ impl MiniLmScorer {
 
 impl AgreementScorer for MiniLmScorer {
     fn method(&self) -> &str {
-        // After `matrix` (as `agreement::score` calls them): what it actually used.
         let loaded_ok = self.model.get().is_none_or(|m| m.is_ok());
-        if self.available() && loaded_ok && !self.fell_back.load(Ordering::Relaxed) {
+        if self.available() && loaded_ok {
             "minilm"
         } else {
             "tfidf"
@@ -241,14 +236,23 @@ impl AgreementScorer for MiniLmScorer {
     }
 
     fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>> {
+        self.scored(texts).matrix
+    }
+
+    fn scored(&self, texts: &[String]) -> Scored {
         let embedded = self
             .model()
             .map_err(|e| e.clone())
             .and_then(|m| self.embed_cached(m, texts));
-        self.fell_back.store(embedded.is_err(), Ordering::Relaxed);
         match embedded {
-            Ok(vs) => cosine_matrix(&vs),
-            Err(_) => TfIdf.matrix(texts),
+            Ok(vs) => Scored {
+                matrix: cosine_matrix(&vs),
+                method: "minilm".into(),
+            },
+            Err(_) => Scored {
+                matrix: TfIdf.matrix(texts),
+                method: "tfidf".into(),
+            },
         }
     }
 }

@@ -228,6 +228,42 @@ pub fn load_results(dir: &Path) -> (BTreeMap<String, ItemResult>, usize) {
     (out, damaged)
 }
 
+/// What `repair_results` did to a results file a kill had cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repaired {
+    /// Bytes of the cut-off last line that were dropped.
+    pub dropped_bytes: u64,
+}
+
+/// A results file must end in a newline before anything is appended: one that does not ends in a
+/// line cut off by a crash, and the next line would be joined onto it (both then unreadable).
+/// The cut-off line is dropped (its prompt is not done, so it runs again).
+pub fn repair_results(dir: &Path) -> Result<Option<Repaired>, String> {
+    let path = dir.join(RESULTS);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| {
+            f.set_len(keep as u64)?;
+            f.sync_all()?;
+            Ok(f)
+        })
+        .map_err(|e| format!("cannot repair {}: {e}", path.display()))?;
+    drop(f);
+    Ok(Some(Repaired {
+        dropped_bytes: (bytes.len() - keep) as u64,
+    }))
+}
+
 pub fn load_meta(dir: &Path) -> Result<Meta, String> {
     let p = dir.join(META);
     let text = std::fs::read_to_string(&p)
@@ -271,10 +307,10 @@ pub async fn run(
         .filter(|i| done.get(&i.key).is_none_or(|r| r.error.is_some()))
         .collect();
     let skipped = items.len() - todo.len();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(plan.out.join(RESULTS))
+    // Callers that report the repair have run it already; this one makes appending safe for all.
+    repair_results(&plan.out)?;
+    super::store::remove_stale_temps(&plan.out);
+    let mut file = super::store::open_private_append(&plan.out.join(RESULTS))
         .map_err(|e| format!("cannot open {}: {e}", plan.out.join(RESULTS).display()))?;
     let mut finished = skipped;
     let mut stream = futures::stream::iter(todo)
@@ -670,6 +706,23 @@ mod tests {
             warnings[2].contains(":7: the prompt is empty"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_dropped_before_appending() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(RESULTS);
+        assert_eq!(repair_results(d.path()).unwrap(), None);
+        std::fs::write(&p, b"{\"whole\": 1}\n{\"cut\": ").unwrap();
+        assert_eq!(
+            repair_results(d.path()).unwrap(),
+            Some(Repaired { dropped_bytes: 8 })
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"whole\": 1}\n");
+        assert_eq!(repair_results(d.path()).unwrap(), None);
+        std::fs::write(&p, b"no newline at all").unwrap();
+        repair_results(d.path()).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
     }
 
     #[test]

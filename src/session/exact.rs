@@ -111,7 +111,9 @@ fn choice(answer: &str) -> Option<char> {
     if bare.len() == 1 && bare.chars().all(|c| c.is_ascii_uppercase()) {
         return bare.chars().next();
     }
-    let lower = t.to_lowercase();
+    // ASCII lowercasing keeps every byte offset (full lowercasing does not: `İ` becomes three
+    // bytes), so offsets found in `lower` slice `t` at the same places.
+    let lower = t.to_ascii_lowercase();
     for marker in ["answer is", "answer:", "answer -", "option", "choice:"] {
         if let Some(at) = lower.rfind(marker) {
             let after = &t[at + marker.len()..];
@@ -188,6 +190,19 @@ mod tests {
         assert!(!check("The answer is (B).", "C").correct);
         assert!(!check("I think this is a tricky one", "A").correct);
         assert_eq!(check("x", "(b)").method, Method::Choice);
+    }
+
+    #[test]
+    fn letters_longer_when_lowercased_do_not_shift_offsets() {
+        // `İ` lowercases to three bytes: offsets from a fully lowercased copy pointed into the
+        // middle of characters of the original (a panic that aborted `moa eval`).
+        let answer = format!("{}answer is (B) x", "İ".repeat(7));
+        assert!(check(&answer, "B").correct);
+        assert!(!check("İİİİİİİİİİİİ answer: ü", "A").correct);
+        for n in 0..12 {
+            let a = format!("{}Answer: {}é", "İ".repeat(n), "ẞ");
+            let _ = check(&a, "C");
+        }
     }
 
     #[test]

@@ -25,10 +25,16 @@ pub const SESSION_VERSION: u32 = 1;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Session {
     pub schema: String,
-    /// Stable: the file name and what commands take. Made from the creation time and first prompt.
+    /// Stable: the file name and what commands take. Made from the creation time, the first
+    /// prompt and a random part (two runs of one prompt in one second are two sessions).
+    /// Checked when a file is read (`store::valid_id`): it names a file.
     pub id: String,
     /// For people; made from the first prompt, the user may rename it.
     pub name: String,
+    /// When the user last renamed it: of two copies written by two processes, the later rename
+    /// wins (`store::merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed: Option<String>,
     pub created: String,
     pub updated: String,
     /// The conversation so far: every user turn and the final answer that followed it.
@@ -38,6 +44,11 @@ pub struct Session {
     /// it holds every call that had finished and the text the others had streamed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_progress: Option<SessionRun>,
+    /// The file this session was read from: where it is saved and what `rm` deletes. A copy of a
+    /// session under another name keeps the original's id; acting on the id would touch the
+    /// original.
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// A run as the session keeps it: the record, the pipeline exactly as it ran, and judge verdicts.
@@ -84,11 +95,23 @@ impl Session {
                 "[year][month][day]-[hour][minute][second]"
             ))
             .unwrap_or_default();
-        let slug = slug(first, 32);
+        let slug = slug(first, 24);
+        // 30 random bits: parallel runs of one prompt in one second still get their own files.
+        let tail: String = {
+            const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+            let mut r = rand::random::<u32>();
+            (0..6)
+                .map(|_| {
+                    let c = DIGITS[(r & 31) as usize] as char;
+                    r >>= 5;
+                    c
+                })
+                .collect()
+        };
         let id = if slug.is_empty() {
-            stamp
+            format!("{stamp}-{tail}")
         } else {
-            format!("{stamp}-{slug}")
+            format!("{stamp}-{slug}-{tail}")
         };
         Session {
             schema: SESSION_SCHEMA.into(),
@@ -99,7 +122,17 @@ impl Session {
             messages: messages.to_vec(),
             runs: Vec::new(),
             in_progress: None,
+            renamed: None,
+            file: None,
         }
+    }
+
+    /// Give the session another name (the id stays).
+    pub fn rename(&mut self, name: &str) {
+        let now = rfc3339(time::OffsetDateTime::now_utc());
+        self.name = name.trim().to_string();
+        self.renamed = Some(now.clone());
+        self.updated = now;
     }
 
     pub fn touch(&mut self) {
@@ -174,13 +207,22 @@ mod tests {
         let s = Session::new(&[Message::user(
             "Explain B-trees vs. LSM-trees, please!\nMore",
         )]);
-        assert!(
-            s.id.ends_with("-explain-b-trees-vs-lsm-trees-ple"),
-            "{}",
-            s.id
-        );
+        let (stem, tail) = s.id.rsplit_once('-').unwrap();
+        assert!(stem.ends_with("-explain-b-trees-vs-lsm-t"), "{}", s.id);
+        assert_eq!(tail.len(), 6, "{}", s.id);
+        assert!(store::valid_id(&s.id), "{}", s.id);
+        assert!(s.id.len() <= 48, "fits the list's id column: {}", s.id);
         assert_eq!(s.name, "Explain B-trees vs. LSM-trees, please!");
         assert_eq!(slug("  ¿Qué?  ", 10), "qu");
         assert_eq!(title(&"x".repeat(100), 10).chars().count(), 10);
+    }
+
+    #[test]
+    fn one_prompt_in_one_second_makes_distinct_ids() {
+        let ids: std::collections::HashSet<String> = (0..200)
+            .map(|_| Session::new(&[Message::user("same prompt")]).id)
+            .collect();
+        assert_eq!(ids.len(), 200);
+        assert!(store::valid_id(&Session::new(&[]).id));
     }
 }
