@@ -144,8 +144,30 @@ async fn a_person_runs_moa_in_the_workbench() {
     let files: Vec<_> = std::fs::read_dir(home.path().join("sessions"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .collect();
     assert_eq!(files.len(), 1);
+
+    // Continuing the opened session adds the run to it (no second session).
+    tmux(&["send-keys", "-t", &session, "C-b"]);
+    tmux(&["send-keys", "-t", &session, "-l", "And Germany?"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_for(&session, "done in", Duration::from_secs(15));
+    wait_for(&session, "✓ saved", Duration::from_secs(5));
+    let files: Vec<_> = std::fs::read_dir(home.path().join("sessions"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "{:?}",
+        files.iter().map(|f| f.file_name()).collect::<Vec<_>>()
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+    assert_eq!(saved["runs"].as_array().map(Vec::len), Some(2));
 
     // Help, then quit: the shell after moa shows its exit status.
     tmux(&["send-keys", "-t", &session, "F1"]);

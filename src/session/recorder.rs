@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::store::{Store, write_replacing};
+use super::store::{Store, write_session};
 use super::{RunKind, Session, SessionRun};
 use crate::engine::events::{RunEvent, Stage};
 use crate::engine::preset::Preset;
@@ -189,7 +189,7 @@ impl Recorder {
         self.session.touch();
         let bytes = serde_json::to_vec_pretty(&self.session);
         self.session.in_progress = None;
-        let path = self.store.path(&self.session.id);
+        let path = self.store.path_of(&self.session);
         match bytes {
             Ok(bytes) => self
                 .saver
@@ -310,7 +310,7 @@ impl Saver {
                         }
                     }
                     for (id, p, b, durable) in writes {
-                        let result = write_replacing(&p, &b, durable).map_err(|e| e.to_string());
+                        let result = write_session(&p, &b, durable).map_err(|e| e.to_string());
                         error = result
                             .as_ref()
                             .err()

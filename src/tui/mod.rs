@@ -164,6 +164,10 @@ struct Io {
 impl Io {
     /// `update`, with run events also going to the session recorder.
     fn update(&mut self, app: &mut App, msg: Msg) -> Vec<Effect> {
+        // An opened session is the one the next runs are added to.
+        if let Msg::SessionOpened(Ok(s)) = &msg {
+            self.recorder = Some(self.new_recorder(s.as_ref().clone()));
+        }
         let mut updated = None;
         if let (Msg::Run(ev), Some(r)) = (&msg, self.recorder.as_mut()) {
             r.event(ev);
