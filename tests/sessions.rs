@@ -41,7 +41,13 @@ fn home_with(server: &Server, extra: &str) -> tempfile::TempDir {
 
 fn session_files(home: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(home.join("sessions"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                // Sessions only: not the folder's lock file.
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
