@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench local` (needs `moa pull`; `-- --tokens N --samples N` to change the workload).
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench overhead` (add `-- --runs N` for more runs).
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 #[path = "../tests/support/mod.rs"]

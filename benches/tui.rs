@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench tui` (`-- --seconds N` to stream for N seconds of real time; default 20).
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

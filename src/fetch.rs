@@ -246,6 +246,10 @@ fn download(
             std::io::ErrorKind::NotFound => FetchError::NoPython(String::new()),
             _ => io("cannot start python3", e),
         })?;
+    #[allow(
+        clippy::expect_used,
+        reason = "stderr is piped when the child is spawned"
+    )]
     let mut stderr = child.stderr.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -413,7 +417,7 @@ pub fn terminal_progress() -> impl FnMut(Progress) {
                     indicatif::ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
                     )
-                    .expect("valid template")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
                 b.set_message(format!("fetching {package}"));
@@ -510,6 +514,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        unsafe_code,
+        reason = "set_var is unsafe in Rust 2024; no other thread reads MOA_PYTHON in this test"
+    )]
     fn a_missing_python_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: only this test reads MOA_PYTHON.

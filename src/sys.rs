@@ -1,4 +1,4 @@
-//! The only unsafe code of the crate: two calls into libc that have no safe wrapper. Everything
+//! The only unsafe code of the crate: calls into libc that have no safe wrapper in std. Everything
 //! else is `#![deny(unsafe_code)]` (Cargo.toml's `[lints]`).
 #![allow(unsafe_code)]
 
@@ -22,5 +22,36 @@ pub fn default_sigpipe() {
     // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Wait for an exclusive advisory lock on `file` (released when the file is closed).
+#[cfg(unix)]
+pub fn flock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns for the duration of the call; no memory
+        // is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Make a FIFO at `path` (tests use one to check that nothing blocks on it).
+#[cfg(unix)]
+pub fn mkfifo(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

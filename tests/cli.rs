@@ -1,5 +1,8 @@
 //! The `moa` binary as users and scripts drive it: stdout, stderr, exit statuses, config errors.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

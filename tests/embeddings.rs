@@ -1,6 +1,9 @@
 //! MiniLM embeddings against the shared reference vectors (an independent numpy implementation).
 //! Needs `moa pull` (CI fetches it); skipped with a message outside CI when missing.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;

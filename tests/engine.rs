@@ -1,6 +1,9 @@
 //! The engine against a scripted OpenAI-compatible server: every op, gates, failures, timeouts,
 //! retries, cancellation, multi-turn and the SSE quirks real providers send.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! For each fault: what the run record holds, what `moa run` prints, and what the workbench pane
 //! shows (the record's calls drawn by the TUI's own view code).
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

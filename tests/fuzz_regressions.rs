@@ -2,6 +2,9 @@
 //! framing and both chunk parsers (split at every byte), the preset and config loaders, and the
 //! session loader with its exports.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;

@@ -3,6 +3,9 @@
 //! writes is private, an interrupted evaluation appends cleanly, a FIFO never hangs a listing, and
 //! a panic in a run ends the run (exit 1, the session kept) instead of the process.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

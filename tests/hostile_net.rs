@@ -1,6 +1,9 @@
 //! A hostile or broken server cannot get a key or a prompt elsewhere, crash moa, or pass off a cut
 //! stream as an answer: regression tests for issue 13's network items, through the real binary.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

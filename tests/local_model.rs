@@ -2,6 +2,9 @@
 //! Needs the fetched model (`moa pull`; CI fetches it). Outside CI a missing model skips these tests
 //! with a message; in CI (CI=true) it fails them.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;

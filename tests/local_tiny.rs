@@ -1,6 +1,9 @@
 //! The local provider on a tiny GGUF the test writes itself: sampling, seeds, limits, cancellation,
 //! shared prefill, and a whole MoA run through the engine. No download needed.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

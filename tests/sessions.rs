@@ -1,6 +1,9 @@
 //! Sessions and evaluation through the `moa` binary, against the scripted server: saving, listing,
 //! comparing, exporting, judging, `moa eval` with its report, and surviving `kill -9`.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! carry none of a hostile answer's OSC 52 (clipboard), OSC 0 (title), OSC 8 (links), CSI (cursor,
 //! erase) or C1 bytes, while a pipe and `--json` keep the exact text.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! The workbench without a terminal: `update` as unit logic, and every screen as a snapshot of a
 //! TestBackend buffer (narrow and wide, streaming and finished, with a failed pane).
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! The real `moa` binary in tmux against the scripted server: type, send, wait, read the screen as
 //! a person would, cancel, quit. Needs tmux (CI installs it); skipped with a message elsewhere.
 
+// Test code may unwrap: a panic there is the failure report.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::Command;

@@ -141,7 +141,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
         indicatif::ProgressStyle::with_template(
             "{spinner} {bar:30} {pos}/{len} prompts · {elapsed} elapsed · ETA {eta} {msg}",
         )
-        .expect("a valid template"),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     let cancel = tokio_util::sync::CancellationToken::new();

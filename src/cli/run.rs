@@ -129,6 +129,10 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
                 &format!("internal error: the run ended abnormally ({e})"),
             ),
         };
+        #[allow(
+            clippy::expect_used,
+            reason = "the printer only formats and writes; a panic there is a bug to see"
+        )]
         let (printer, recorder) = printing.await.expect("the printer does not panic");
         (printer, record, recorder)
     });

@@ -1021,7 +1021,11 @@ impl Runner {
         }
         let mut results: Vec<Option<CallRecord>> = vec![None; n];
         if n >= 2 {
-            *self.ctx.partials.lock().expect("partials lock") =
+            *self
+                .ctx
+                .partials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some((step, vec![String::new(); n]));
         }
         let mut live = tokio::time::interval(LIVE_AGREEMENT_EVERY);
@@ -1066,7 +1070,11 @@ impl Runner {
                 }
             }
         }
-        *self.ctx.partials.lock().expect("partials lock") = None;
+        *self
+            .ctx
+            .partials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         if let Some(why) = moved_on {
             let waiting = set.len();
             rec.notes.push(format!(
@@ -1099,7 +1107,11 @@ impl Runner {
     ) {
         use std::sync::atomic::Ordering;
         let (slots, texts): (Vec<usize>, Vec<String>) = {
-            let g = self.ctx.partials.lock().expect("partials lock");
+            let g = self
+                .ctx
+                .partials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some((_, texts)) = g.as_ref() else { return };
             let total: usize = texts.iter().map(String::len).sum();
             if total == *last_len {

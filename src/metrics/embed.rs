@@ -265,7 +265,10 @@ impl MiniLmScorer {
         let mut mine: HashMap<u64, Vec<f32>> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
         {
-            let cache = self.cache.lock().expect("the cache lock is never poisoned");
+            let cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (t, k) in texts.iter().zip(&keys) {
                 if mine.contains_key(k) || missing.iter().any(|x| text_key(x) == *k) {
                     continue;
@@ -280,7 +283,10 @@ impl MiniLmScorer {
         }
         if !missing.is_empty() {
             let fresh = m.embed(&missing)?;
-            let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
+            let mut cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.len() + missing.len() > CACHE_ENTRIES {
                 cache.clear();
             }

@@ -83,6 +83,10 @@ pub fn request_body(req: &ChatRequest) -> Value {
         "messages": messages,
         "stream": true,
     });
+    #[allow(
+        clippy::expect_used,
+        reason = "the body is built as an object literal just above"
+    )]
     let obj = body.as_object_mut().expect("literal object");
     if !system.is_empty() {
         obj.insert("system".into(), json!(system.join("\n\n")));

@@ -44,7 +44,7 @@ impl Permit {
             let now = Instant::now();
             if let Some(e) = recent
                 .lock()
-                .expect("limits lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter_mut()
                 .find(|e| e.0 == *id)
             {
@@ -76,6 +76,10 @@ impl ProviderLimits {
 
     /// Wait for a free slot, then for the rate window; the permit is held for the whole request.
     pub async fn acquire(&self) -> Permit {
+        #[allow(
+            clippy::expect_used,
+            reason = "the semaphore is owned here and never closed"
+        )]
         let slot = self
             .in_flight
             .clone()
@@ -96,7 +100,10 @@ impl ProviderLimits {
         }
         loop {
             let wait_until = {
-                let mut recent = self.recent.lock().expect("limits lock");
+                let mut recent = self
+                    .recent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Instant::now();
                 recent.retain(|(_, t)| now.duration_since(*t) < WINDOW);
                 if recent.len() < self.per_minute as usize {
@@ -104,7 +111,12 @@ impl ProviderLimits {
                     recent.push((id, now));
                     return Some(id);
                 }
-                recent.iter().map(|(_, t)| *t).min().expect("non-empty") + WINDOW
+                // Full, so not empty: the oldest entry says when a place frees up.
+                recent
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .min()
+                    .map_or(now, |t| t + WINDOW)
             };
             tokio::time::sleep_until(wait_until).await;
         }

@@ -57,6 +57,10 @@ pub fn request_body(req: &ChatRequest) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    #[allow(
+        clippy::expect_used,
+        reason = "the body is built as an object literal just above"
+    )]
     let obj = body.as_object_mut().expect("literal object");
     if let Some(t) = req.temperature {
         obj.insert("temperature".into(), json!(t));

@@ -44,7 +44,10 @@ impl Registry {
     /// The provider for `PROVIDER/MODEL` and the model's own name.
     pub fn get(&self, model: &str) -> Result<(ProviderHandle, String), ProviderError> {
         let (settings, name) = self.config.resolve(model).map_err(ProviderError::Config)?;
-        let mut handles = self.handles.lock().expect("registry lock");
+        let mut handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(h) = handles.get(&settings.name) {
             return Ok((h.clone(), name.to_string()));
         }
@@ -70,7 +73,7 @@ impl Registry {
         let (settings, name) = self.config.resolve(model).ok()?;
         self.listed_windows
             .lock()
-            .expect("registry lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&settings.name)?
             .get(name)
             .copied()
@@ -92,7 +95,7 @@ impl Registry {
             if self
                 .listed_windows
                 .lock()
-                .expect("registry lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .contains_key(&provider)
             {
                 continue;
@@ -107,7 +110,7 @@ impl Registry {
             };
             self.listed_windows
                 .lock()
-                .expect("registry lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(provider, windows);
         }
     }

@@ -296,6 +296,10 @@ pub async fn run(
             }
         }
         Err(_) => {
+            #[allow(
+                clippy::expect_used,
+                reason = "plain data with string keys always serializes"
+            )]
             let bytes = serde_json::to_vec_pretty(&meta).expect("meta serializes");
             super::store::write_atomic(&plan.out.join(META), &bytes)
                 .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
@@ -322,6 +326,10 @@ pub async fn run(
             r = stream.next() => r,
         };
         let Some(result) = next else { break };
+        #[allow(
+            clippy::expect_used,
+            reason = "plain data with string keys always serializes"
+        )]
         let mut line = serde_json::to_vec(&result).expect("a result serializes");
         line.push(b'\n');
         // One write per line, then fsync: a kill can cut at most the line being written.
@@ -392,6 +400,10 @@ async fn run_item(plan: &Plan, item: &Item) -> ItemResult {
         base_msgs.push(Message::assistant(base_text));
         last = Some(run);
     }
+    #[allow(
+        clippy::expect_used,
+        reason = "items are parsed with at least one turn"
+    )]
     let run = last.expect("an item has at least one turn");
     let mut result = ItemResult {
         key: item.key.clone(),

@@ -34,8 +34,12 @@ pub fn check(answer: &str, reference: &str) -> Match {
         let got = choice(answer);
         return Match {
             method: Method::Choice,
-            correct: got
-                .is_some_and(|c| c.eq_ignore_ascii_case(&reference.chars().next().unwrap())),
+            correct: got.is_some_and(|c| {
+                reference
+                    .chars()
+                    .next()
+                    .is_some_and(|r| c.eq_ignore_ascii_case(&r))
+            }),
             extracted: got.map(|c| c.to_string()),
         };
     }

@@ -401,20 +401,7 @@ impl DirLock {
             .truncate(false)
             .open(dir.join(LOCK_FILE))?;
         #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            loop {
-                // SAFETY: flock on a descriptor this function owns; no memory is involved.
-                let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-                if rc == 0 {
-                    break;
-                }
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+        crate::sys::flock_exclusive(&file)?;
         Ok(DirLock { _file: file })
     }
 }
@@ -821,9 +808,7 @@ mod tests {
         let (d, st) = store();
         st.save(&session("real")).unwrap();
         let fifo = st.dir.join("x.json");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&fifo).unwrap();
         let elsewhere = d.path().join("elsewhere.json");
         fs::copy(st.path_of(&st.resolve("real").unwrap()), &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, st.dir.join("link.json")).unwrap();

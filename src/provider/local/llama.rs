@@ -75,7 +75,9 @@ fn pad_to(x: &Tensor, k: usize) -> Res<Tensor> {
         return Ok(x.clone());
     }
     let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("non-scalar") = k - have;
+    if let Some(last) = dims.last_mut() {
+        *last = k - have;
+    }
     Tensor::cat(
         &[x, &Tensor::zeros(dims, x.dtype(), x.device())?],
         D::Minus1,

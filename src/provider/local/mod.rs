@@ -145,15 +145,16 @@ fn worker_for(path: &Path) -> std_mpsc::Sender<Job> {
     let mut map = WORKERS
         .get_or_init(Default::default)
         .lock()
-        .expect("workers lock");
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     map.entry(path.to_path_buf())
         .or_insert_with(|| {
             let (tx, rx) = std_mpsc::channel();
             let p = path.to_path_buf();
-            std::thread::Builder::new()
+            // A thread that cannot start leaves the channel without a reader: the call then fails
+            // with "the local model's thread has stopped" instead of taking the process down.
+            let _ = std::thread::Builder::new()
                 .name("moa-local-model".into())
-                .spawn(move || Worker::new(p).run(rx))
-                .expect("spawn the model thread");
+                .spawn(move || Worker::new(p).run(rx));
             tx
         })
         .clone()
@@ -268,6 +269,10 @@ impl Worker {
                 }
             }
         }
+        #[allow(
+            clippy::expect_used,
+            reason = "loaded just above, or the function returned"
+        )]
         let loaded = self.loaded.as_ref().expect("loaded above");
         // Group by prompt.
         let mut by_prompt: Vec<(Vec<u32>, Vec<Job>)> = Vec::new();

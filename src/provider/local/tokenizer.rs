@@ -63,7 +63,8 @@ pub fn gpt2_byte_chars() -> Vec<char> {
     pairs.sort_unstable();
     pairs
         .into_iter()
-        .map(|(_, c)| char::from_u32(c).expect("valid"))
+        // GPT-2's byte table maps into printable code points below 0x200: always valid chars.
+        .filter_map(|(_, c)| char::from_u32(c))
         .collect()
 }
 
