@@ -140,3 +140,58 @@ async fn a_huge_error_body_is_cut_where_it_is_shown_and_stored() {
         out.stdout.len()
     );
 }
+
+/// A reader that stalls (a pager nobody scrolls, Ctrl-Z) must not make moa's own deadlines fire:
+/// the answer is larger than a pipe's buffer and nobody reads stdout for 5 idle timeouts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_stdout_reader_does_not_time_the_calls_out() {
+    use tokio::io::AsyncReadExt;
+    let s = Server::start().await;
+    let piece = "0123456789abcdef".repeat(64); // 1 KiB
+    let parts: Vec<&str> = std::iter::repeat_n(piece.as_str(), 300).collect();
+    s.script("p", vec![Reply::text(&["short"], 0, 0)]);
+    s.script("agg", vec![Reply::text(&parts, 0, 1)]);
+    let home = home_for(&s.config("timeout_idle_ms = 300\ntimeout_first_token_ms = 2000\n"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_moa"))
+        .args([
+            "run",
+            "--preset",
+            "solo",
+            "--no-save",
+            "-q",
+            "Long answer please",
+        ])
+        .env("MOA_HOME", home.path())
+        .env("FAKE_API_KEY", KEY)
+        .env_remove("MOA_MODELS_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads for 1.5 s: the pipe fills after 64 KiB.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
+    let mut err = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut err)
+        .await
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "{}", String::from_utf8_lossy(&err));
+    assert_eq!(
+        out.len(),
+        300 * 1024 + 1,
+        "the whole answer and its newline"
+    );
+}
