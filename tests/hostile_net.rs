@@ -195,3 +195,51 @@ async fn a_stalled_stdout_reader_does_not_time_the_calls_out() {
         "the whole answer and its newline"
     );
 }
+
+/// A key pasted with its newline works (trimmed), and a key that cannot be a header fails once,
+/// naming the variable and never the value.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_trimmed_and_a_bad_key_is_named_not_shown() {
+    let s = Server::start().await;
+    s.script("p", vec![Reply::text(&["ok"], 0, 0)]);
+    s.script("agg", vec![Reply::text(&["ok"], 0, 0)]);
+    let home = home_for(&s.config(""));
+    let run_with = |key: &'static str| {
+        let home = home.path().to_path_buf();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_moa"))
+                .args(["run", "--preset", "solo", "--no-save", "Hi"])
+                .env("MOA_HOME", home)
+                .env("FAKE_API_KEY", key)
+                .env_remove("MOA_MODELS_DIR")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run_with("sk-trim-SECRET-77\r\n").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.requests_for("p")[0].authorization.as_deref(),
+        Some("Bearer sk-trim-SECRET-77")
+    );
+    let before = s.log().len();
+    let out = run_with("sk-bad\u{7}SECRET-88").await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("FAKE_API_KEY"), "{err}");
+    assert!(
+        !err.contains("SECRET-88"),
+        "the key's value was shown: {err}"
+    );
+    assert_eq!(
+        s.log().len(),
+        before,
+        "nothing was sent with a key that cannot be a header"
+    );
+}
