@@ -90,3 +90,13 @@ fn session_inputs_that_crashed_the_fuzzer() {
         }
     }
 }
+
+#[test]
+fn prompts_regressions() {
+    for (path, bytes) in inputs("prompts") {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Ok((_, warnings)) = moa_workbench::session::eval::parse_prompts(&path, &text) {
+            let _ = warnings.join("\n");
+        }
+    }
+}

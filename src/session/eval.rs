@@ -46,7 +46,12 @@ pub struct Item {
 pub fn read_prompts(path: &Path) -> Result<(Vec<Item>, Vec<String>), String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the prompts file {}: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
+    parse_prompts(path, &String::from_utf8_lossy(&bytes))
+}
+
+/// The prompts of a JSONL text read from `path` (named in warnings): the items, and a warning for
+/// each line skipped. In memory, so the fuzzer can feed it.
+pub fn parse_prompts(path: &Path, text: &str) -> Result<(Vec<Item>, Vec<String>), String> {
     let mut items = Vec::new();
     let mut warnings = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
