@@ -11,5 +11,6 @@ pub mod session;
 pub mod sys;
 pub mod text;
 pub mod tui;
+pub mod tune;
 
 pub use sys::keep_freed_buffers;

@@ -30,6 +30,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Batch evaluation: a preset against a baseline over a prompt set, judged; resumable.
     Eval(cli::eval::EvalArgs),
+    /// Aggregator tuning: variants on frozen proposer answers, judged pairwise; resumable.
+    Tune(cli::tune::TuneArgs),
     /// Saved sessions: list, show (--compare for MoA vs baseline), export, rm, rename, judge.
     Sessions {
         #[command(subcommand)]
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             PresetsCommand::Show { name } => cli::presets::show(args.config.as_deref(), &name),
         },
         Some(Command::Eval(a)) => cli::eval::main(args.config.as_deref(), a),
+        Some(Command::Tune(a)) => cli::tune::main(args.config.as_deref(), a),
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),

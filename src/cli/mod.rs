@@ -1,10 +1,11 @@
-//! Headless front ends: `moa run`, `moa eval`, `moa sessions`, `moa presets`, `moa models`.
+//! Headless front ends: `moa run`, `moa eval`, `moa tune`, `moa sessions`, `moa presets`, `moa models`.
 
 pub mod eval;
 pub mod models;
 pub mod presets;
 pub mod run;
 pub mod sessions;
+pub mod tune;
 
 use std::path::Path;
 

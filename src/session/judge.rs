@@ -46,10 +46,26 @@ impl Outcome {
     }
 }
 
+/// The error of an order whose judge answered without a verdict (as opposed to a call that
+/// failed): asking that judge again would give the same.
+pub const NO_VERDICT: &str = "the judge's answer has no [[A]], [[B]] or [[C]] verdict";
+
+impl Judgement {
+    /// Worth asking again: some order's call failed (a rate limit, a timeout), rather than the
+    /// judge answering without a verdict.
+    pub fn call_failed(&self) -> bool {
+        self.outcome == Outcome::Error
+            && self
+                .orders
+                .iter()
+                .any(|o| o.verdict.is_none() && o.error.as_deref() != Some(NO_VERDICT))
+    }
+}
+
 /// One order of the pair as the judge saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderVerdict {
-    /// Which answer was shown as assistant A: `moa` or `baseline`.
+    /// Which answer was shown as assistant A: `moa` or `baseline` (a variant's name in `moa tune`).
     pub a: String,
     pub verdict: Option<Verdict>,
     /// The judge's whole answer (its explanation and verdict).
@@ -138,6 +154,25 @@ pub async fn judge(
     moa: &str,
     baseline: &str,
 ) -> Judgement {
+    judge_pair(
+        engine,
+        judge_model,
+        question,
+        ("moa", moa),
+        ("baseline", baseline),
+    )
+    .await
+}
+
+/// Judge two named answers to `question` in both orders at once; the outcome is the first's (a
+/// win means the first answer won). The names are recorded in each order's `a`.
+pub async fn judge_pair(
+    engine: &Engine,
+    judge_model: &str,
+    question: &str,
+    (first_name, moa): (&str, &str),
+    (second_name, baseline): (&str, &str),
+) -> Judgement {
     let one = |a_is_moa: bool| {
         let (a, b) = if a_is_moa {
             (moa, baseline)
@@ -175,12 +210,12 @@ pub async fn judge(
                         .unwrap_or_else(|| "the judge did not answer".into()),
                 )
             } else if verdict.is_none() {
-                Some("the judge's answer has no [[A]], [[B]] or [[C]] verdict".into())
+                Some(NO_VERDICT.into())
             } else {
                 None
             };
             OrderVerdict {
-                a: if a_is_moa { "moa" } else { "baseline" }.into(),
+                a: if a_is_moa { first_name } else { second_name }.into(),
                 verdict,
                 reasoning: text,
                 error,
