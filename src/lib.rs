@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fetch;
+pub mod files;
 pub mod metrics;
 pub mod provider;
 pub mod session;

@@ -101,6 +101,7 @@ fn call(
         cost_usd: Some(0.0001),
         retries: 0,
         finish_reason: Some("stop".into()),
+        cached: false,
     }
 }
 

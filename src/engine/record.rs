@@ -48,6 +48,10 @@ pub struct CallRecord {
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Answered from the call cache (`moa eval`, `moa tune`): nothing was sent; tokens and cost
+    /// are those of the call that was cached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 impl CallRecord {
@@ -77,6 +81,7 @@ impl CallRecord {
             cost_usd: None,
             retries: 0,
             finish_reason: None,
+            cached: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! driver, so that every provider gets the same policy.
 
 pub mod anthropic;
+pub mod cache;
 pub mod limits;
 pub mod local;
 pub mod openai;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::anthropic::AnthropicProvider;
+use super::cache::CallCache;
 use super::limits::ProviderLimits;
 use super::local::LocalProvider;
 use super::openai::OpenAiProvider;
@@ -23,6 +24,9 @@ pub struct Registry {
     handles: Mutex<HashMap<String, ProviderHandle>>,
     /// Context windows the providers reported at /v1/models, per provider (asked once each).
     listed_windows: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// Complete answers of earlier identical calls (`moa eval`, `moa tune`); None: every call
+    /// goes to its provider.
+    cache: Option<Arc<CallCache>>,
 }
 
 /// How long a run waits for a provider's model list before going on without it.
@@ -34,7 +38,18 @@ impl Registry {
             config,
             handles: Mutex::new(HashMap::new()),
             listed_windows: Mutex::new(HashMap::new()),
+            cache: None,
         }
+    }
+
+    /// Answer identical calls from `cache` (see `cache.rs` for what counts as identical).
+    pub fn with_cache(mut self, cache: Arc<CallCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&CallCache> {
+        self.cache.as_deref()
     }
 
     pub fn config(&self) -> &Config {
