@@ -106,7 +106,7 @@ pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(),
     let mut missing_vars: Vec<String> = Vec::new();
     for model in preset.models(baseline) {
         match config.resolve(&model) {
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
             Ok((p, _)) => {
                 if p.key_required && !p.key_available() {
                     let var = p.api_key_env.clone().unwrap_or_default();
