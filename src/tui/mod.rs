@@ -261,7 +261,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             }
             Err(e) => {
                 app.mode = RunMode::Idle;
-                app.status = e;
+                app.status = e.to_string();
             }
         },
         Effect::RerunCall { agent, messages } => {
