@@ -318,7 +318,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
                 for (i, p) in providers.into_iter().enumerate() {
                     let (models, errors) = match crate::app::listed_models(&engine, &p).await {
                         Ok(m) => (m, Vec::new()),
-                        Err(e) => (Vec::new(), vec![e]),
+                        Err(e) => (Vec::new(), vec![e.to_string()]),
                     };
                     let _ = tx.send(Msg::ModelsListed {
                         models,
