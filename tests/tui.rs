@@ -814,7 +814,7 @@ fn a_paste_lands_in_the_prompt_and_sends_nothing() {
 
 #[test]
 fn saved_is_said_only_after_the_write() {
-    use moa_workbench::session::recorder::SaveReport;
+    use moa_workbench::session::recorder::{SaveError, SaveReport};
     use moa_workbench::tui::state::SaveState;
     let mut a = finished();
     let s = screen(&a, 160, 45);
@@ -824,7 +824,10 @@ fn saved_is_said_only_after_the_write() {
         Msg::Saved(SaveReport {
             session: "2026-paris".into(),
             path: "/home/u/.local/share/moa/sessions/2026-paris.json".into(),
-            result: Err("Read-only file system (os error 30)".into()),
+            result: Err(SaveError::write(
+                "/home/u/.local/share/moa/sessions/2026-paris.json".into(),
+                std::io::Error::from_raw_os_error(30),
+            )),
         }),
     );
     assert!(matches!(a.save, SaveState::Failed { .. }));

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppError, Setup, setup};
 use crate::engine::RunOptions;
-use crate::session::recorder::Recorder;
+use crate::session::recorder::{Recorder, SaveError};
 use crate::session::store::Store;
 use crate::session::{RunKind, Session};
 use state::{App, RunMode};
@@ -45,7 +45,7 @@ pub enum TuiError {
     Terminal(std::io::Error),
     /// The session could not be written when quitting: what was not saved is lost, so say it.
     #[error("{0}; the last changes to this session are not on disk")]
-    NotSaved(String),
+    NotSaved(#[source] SaveError),
 }
 
 impl TuiError {

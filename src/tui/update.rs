@@ -169,9 +169,9 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
                     id: r.session,
                     path: r.path,
                 },
-                Err(reason) => SaveState::Failed {
+                Err(e) => SaveState::Failed {
                     path: r.path,
-                    reason,
+                    reason: e.reason(),
                 },
             };
             vec![]
