@@ -871,3 +871,30 @@ fn the_status_line_never_cuts_a_word() {
         }
     }
 }
+
+#[test]
+fn failures_reported_to_the_loop_are_said_as_before() {
+    use moa_workbench::app::AppError;
+    use moa_workbench::fetch::FetchError;
+    use moa_workbench::session::store::StoreError;
+    let mut a = app();
+    a.mode = RunMode::Fetching;
+    up(&mut a, Msg::FetchDone(Err(FetchError::NoPip)));
+    assert_eq!(a.mode, RunMode::Idle);
+    assert!(
+        a.status
+            .starts_with("cannot fetch the embedded model: python3 has no pip: install it"),
+        "{}",
+        a.status
+    );
+    up(
+        &mut a,
+        Msg::PresetLoaded(Err(AppError::usage("preset \"x\" cannot run:\n  why"))),
+    );
+    assert_eq!(a.status, "preset \"x\" cannot run:\n  why");
+    up(
+        &mut a,
+        Msg::SessionOpened(Err(StoreError::NotFound("no session matches \"q\"".into()))),
+    );
+    assert_eq!(a.status, "no session matches \"q\"");
+}

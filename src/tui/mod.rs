@@ -298,7 +298,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             let store = io.store.clone();
             let tx = io.tx.clone();
             tokio::task::spawn_blocking(move || {
-                let opened = store.resolve(&id).map(Box::new).map_err(|e| e.to_string());
+                let opened = store.resolve(&id).map(Box::new);
                 let _ = tx.send(Msg::SessionOpened(opened));
             });
         }
@@ -376,11 +376,9 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             let tx = io.tx.clone();
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::engine::preset::load(&name, &presets_dir, &templates)
-                    .map_err(|e| e.to_string())
+                    .map_err(AppError::from)
                     .and_then(|p| {
-                        crate::app::preflight(&config, &p, baseline)
-                            .map(|_| Arc::new(p))
-                            .map_err(|e| e.message)
+                        crate::app::preflight(&config, &p, baseline).map(|_| Arc::new(p))
                     });
                 let ok = loaded.is_ok();
                 let _ = tx.send(Msg::PresetLoaded(loaded));
@@ -451,8 +449,7 @@ fn fetch_if_needed(s: &Setup, app: &mut App, tx: &mpsc::UnboundedSender<Msg>) {
             };
             let _ = tx.send(Msg::Fetch(line));
         };
-        let r = crate::fetch::ensure(&dir, &crate::fetch::all_assets(), &mut progress)
-            .map_err(|e| e.to_string());
+        let r = crate::fetch::ensure(&dir, &crate::fetch::all_assets(), &mut progress);
         let _ = tx.send(Msg::FetchDone(r));
     });
 }
