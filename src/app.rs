@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::engine::preset::{self, Preset, catalogue};
 use crate::engine::prompts::Templates;
 use crate::metrics::embed::MiniLmScorer;
+use crate::provider::ProviderError;
 use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::registry::Registry;
 use crate::session::store::Store;
@@ -106,7 +107,7 @@ pub fn preflight(config: &Config, preset: &Preset, baseline: bool) -> Result<(),
     let mut missing_vars: Vec<String> = Vec::new();
     for model in preset.models(baseline) {
         match config.resolve(&model) {
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
             Ok((p, _)) => {
                 if p.key_required && !p.key_available() {
                     let var = p.api_key_env.clone().unwrap_or_default();
@@ -168,18 +169,115 @@ pub fn reachable_providers(s: &Setup) -> Vec<String> {
         .collect()
 }
 
+/// Why a provider's models could not be listed (`listed_models`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListModelsError {
+    /// The provider could not be set up for a call (the registry's message names what is wrong).
+    #[error("{source}")]
+    Setup {
+        provider: String,
+        #[source]
+        source: ProviderError,
+    },
+    /// The provider answered with an error.
+    #[error("{provider}: {source}")]
+    Provider {
+        provider: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error("{provider}: no answer within 15 s")]
+    Timeout { provider: String },
+}
+
+impl ListModelsError {
+    pub fn provider(&self) -> &str {
+        match self {
+            ListModelsError::Setup { provider, .. }
+            | ListModelsError::Provider { provider, .. }
+            | ListModelsError::Timeout { provider } => provider,
+        }
+    }
+}
+
 /// What a provider lists at /v1/models, as `PROVIDER/MODEL`, within 15 s.
-pub async fn listed_models(engine: &Engine, provider: &str) -> Result<Vec<String>, String> {
+pub async fn listed_models(
+    engine: &Engine,
+    provider: &str,
+) -> Result<Vec<String>, ListModelsError> {
     let (handle, _) = engine
         .registry
         .get(&format!("{provider}/-"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| ListModelsError::Setup {
+            provider: provider.to_string(),
+            source,
+        })?;
     match tokio::time::timeout(Duration::from_secs(15), handle.provider.list_models()).await {
         Ok(Ok(models)) => Ok(models
             .into_iter()
             .map(|m| format!("{provider}/{}", m.id))
             .collect()),
-        Ok(Err(e)) => Err(format!("{provider}: {e}")),
-        Err(_) => Err(format!("{provider}: no answer within 15 s")),
+        Ok(Err(source)) => Err(ListModelsError::Provider {
+            provider: provider.to_string(),
+            source,
+        }),
+        Err(_) => Err(ListModelsError::Timeout {
+            provider: provider.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Folders;
+    use crate::metrics::agreement::TfIdf;
+
+    fn engine() -> Engine {
+        let folders = Folders {
+            config_dir: "/nonexistent/moa".into(),
+            data_dir: "/nonexistent/moa".into(),
+            models_dir: "/nonexistent/moa/models".into(),
+        };
+        // Port 9 (discard) is closed here: the connection is refused at once.
+        let config = Config::from_toml(
+            folders,
+            Path::new("c.toml"),
+            "[providers.closed]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        )
+        .unwrap();
+        Engine {
+            registry: Arc::new(Registry::new(Arc::new(config))),
+            scorer: Arc::new(TfIdf),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_fails_is_named_with_its_error_as_the_source() {
+        let e = listed_models(&engine(), "closed").await.unwrap_err();
+        assert!(matches!(e, ListModelsError::Provider { .. }), "{e:?}");
+        assert_eq!(e.provider(), "closed");
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert_eq!(e.to_string(), format!("closed: {source}"));
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_be_set_up_says_why_as_before() {
+        let e = listed_models(&engine(), "nosuch").await.unwrap_err();
+        assert!(matches!(e, ListModelsError::Setup { .. }), "{e:?}");
+        assert_eq!(e.provider(), "nosuch");
+        assert!(
+            e.to_string()
+                .starts_with("unknown provider \"nosuch\" in \"nosuch/-\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_silent_provider_is_named() {
+        let e = ListModelsError::Timeout {
+            provider: "groq".into(),
+        };
+        assert_eq!(e.to_string(), "groq: no answer within 15 s");
     }
 }

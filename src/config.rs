@@ -42,6 +42,27 @@ impl ConfigError {
     }
 }
 
+/// A model name that does not lead to a provider (`Config::resolve`). Presets, the run
+/// preflight and the provider registry all report it, so it is a type of its own rather than a
+/// `ConfigError` (it has no file or line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelNameError {
+    #[error("model {model:?} must be written PROVIDER/MODEL, e.g. groq/llama-3.3-70b-versatile")]
+    NoProvider { model: String },
+    #[error("model {model:?} has no model name after the '/'")]
+    NoName { model: String },
+    #[error(
+        "unknown provider {provider:?} in {model:?}; known: {} (add one under [providers.{provider}] in config.toml)",
+        .known.join(", ")
+    )]
+    UnknownProvider {
+        provider: String,
+        model: String,
+        /// Every configured provider's name, sorted.
+        known: Vec<String>,
+    },
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -536,25 +557,24 @@ impl Config {
     pub fn resolve<'a>(
         &'a self,
         model: &'a str,
-    ) -> Result<(&'a ProviderSettings, &'a str), String> {
+    ) -> Result<(&'a ProviderSettings, &'a str), ModelNameError> {
         let Some((prov, name)) = model.split_once('/') else {
-            return Err(format!(
-                "model {model:?} must be written PROVIDER/MODEL, e.g. groq/llama-3.3-70b-versatile"
-            ));
+            return Err(ModelNameError::NoProvider {
+                model: model.to_string(),
+            });
         };
         if name.is_empty() {
-            return Err(format!("model {model:?} has no model name after the '/'"));
+            return Err(ModelNameError::NoName {
+                model: model.to_string(),
+            });
         }
         match self.providers.get(prov) {
             Some(p) => Ok((p, name)),
-            None => Err(format!(
-                "unknown provider {prov:?} in {model:?}; known: {} (add one under [providers.{prov}] in config.toml)",
-                self.providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            None => Err(ModelNameError::UnknownProvider {
+                provider: prov.to_string(),
+                model: model.to_string(),
+                known: self.providers.keys().cloned().collect(),
+            }),
         }
     }
 }
@@ -604,7 +624,37 @@ output_per_mtok = 2.0
         assert!(
             c.resolve("nope/x")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown provider")
+        );
+    }
+
+    #[test]
+    fn model_name_errors_say_what_to_write() {
+        let c = Config::from_toml(folders(), Path::new("c.toml"), "").unwrap();
+        let e = c.resolve("gpt-4o").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "model \"gpt-4o\" must be written PROVIDER/MODEL, e.g. groq/llama-3.3-70b-versatile"
+        );
+        assert_eq!(
+            c.resolve("groq/").unwrap_err(),
+            ModelNameError::NoName {
+                model: "groq/".into()
+            }
+        );
+        assert_eq!(
+            c.resolve("groq/").unwrap_err().to_string(),
+            "model \"groq/\" has no model name after the '/'"
+        );
+        let e = c.resolve("nope/x").unwrap_err();
+        let known = c.providers.keys().cloned().collect::<Vec<_>>().join(", ");
+        assert!(known.contains("groq"), "{known}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "unknown provider \"nope\" in \"nope/x\"; known: {known} (add one under [providers.nope] in config.toml)"
+            )
         );
     }
 

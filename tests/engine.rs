@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moa_workbench::config::{Config, Folders};
-use moa_workbench::engine::preset::{self, Preset};
+use moa_workbench::engine::preset::{self, AgentSpec, Preset};
 use moa_workbench::engine::prompts::Templates;
 use moa_workbench::engine::record::{CallStatus, RunRecord};
-use moa_workbench::engine::{Engine, RunEvent, RunOptions, Stage};
+use moa_workbench::engine::{Engine, ReaggregateError, RunEvent, RunOptions, Stage};
 use moa_workbench::metrics::agreement::TfIdf;
 use moa_workbench::provider::Message;
 use moa_workbench::provider::registry::Registry;
@@ -983,9 +983,19 @@ async fn reaggregation_runs_only_the_aggregator_with_a_new_prompt() {
     assert_eq!(sent, "Pick the best of 2:\n1. first\n2. second");
     assert_eq!(rec.final_answer.unwrap().text, "again");
     assert_eq!(rec.steps.len(), 1);
-    assert!(
-        e.reaggregate(&p, None, ask("Q"), vec![]).is_err(),
+    assert_eq!(
+        e.reaggregate(&p, None, ask("Q"), vec![]).err(),
+        Some(ReaggregateError::NoAnswers),
         "nothing to aggregate"
+    );
+    let solo = Preset::single("solo", AgentSpec::model("fake/p1"));
+    let err = e
+        .reaggregate(&solo, None, ask("Q"), vec!["first".into()])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "preset \"solo\" has no aggregate step to re-run"
     );
 }
 

@@ -815,7 +815,7 @@ fn a_paste_lands_in_the_prompt_and_sends_nothing() {
 
 #[test]
 fn saved_is_said_only_after_the_write() {
-    use moa_workbench::session::recorder::SaveReport;
+    use moa_workbench::session::recorder::{SaveError, SaveReport};
     use moa_workbench::tui::state::SaveState;
     let mut a = finished();
     let s = screen(&a, 160, 45);
@@ -825,7 +825,10 @@ fn saved_is_said_only_after_the_write() {
         Msg::Saved(SaveReport {
             session: "2026-paris".into(),
             path: "/home/u/.local/share/moa/sessions/2026-paris.json".into(),
-            result: Err("Read-only file system (os error 30)".into()),
+            result: Err(SaveError::write(
+                "/home/u/.local/share/moa/sessions/2026-paris.json".into(),
+                std::io::Error::from_raw_os_error(30),
+            )),
         }),
     );
     assert!(matches!(a.save, SaveState::Failed { .. }));
@@ -868,4 +871,31 @@ fn the_status_line_never_cuts_a_word() {
             );
         }
     }
+}
+
+#[test]
+fn failures_reported_to_the_loop_are_said_as_before() {
+    use moa_workbench::app::AppError;
+    use moa_workbench::fetch::FetchError;
+    use moa_workbench::session::store::StoreError;
+    let mut a = app();
+    a.mode = RunMode::Fetching;
+    up(&mut a, Msg::FetchDone(Err(FetchError::NoPip)));
+    assert_eq!(a.mode, RunMode::Idle);
+    assert!(
+        a.status
+            .starts_with("cannot fetch the embedded model: python3 has no pip: install it"),
+        "{}",
+        a.status
+    );
+    up(
+        &mut a,
+        Msg::PresetLoaded(Err(AppError::usage("preset \"x\" cannot run:\n  why"))),
+    );
+    assert_eq!(a.status, "preset \"x\" cannot run:\n  why");
+    up(
+        &mut a,
+        Msg::SessionOpened(Err(StoreError::NotFound("no session matches \"q\"".into()))),
+    );
+    assert_eq!(a.status, "no session matches \"q\"");
 }

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = items.len();
         }
         Err(e) => {
-            let _ = e.len();
+            let _ = e.to_string();
         }
     }
 });

@@ -52,7 +52,8 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     let preset_name = args.preset.clone().unwrap_or_default();
     let mut preset = preset::load(&preset_name, &s.config.folders.presets_dir(), &s.templates)?;
     let prompts_path = args.prompts.clone().unwrap_or_default();
-    let (mut items, warnings) = eval::read_prompts(&prompts_path).map_err(CliError::usage)?;
+    let (mut items, warnings) =
+        eval::read_prompts(&prompts_path).map_err(|e| CliError::usage(e.to_string()))?;
     for w in &warnings {
         crate::safe_eprintln!("moa: {w}");
     }
@@ -129,7 +130,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
             r.dropped_bytes
         ),
         Ok(None) => {}
-        Err(e) => return Err(CliError::failed(e)),
+        Err(e) => return Err(CliError::failed(e.to_string())),
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,7 +176,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     bar.finish_and_clear();
     // Ctrl-C cancelled the runs in flight; drop them without waiting.
     rt.shutdown_background();
-    let skipped = outcome.map_err(CliError::failed)?;
+    let skipped = outcome.map_err(|e| CliError::failed(e.to_string()))?;
     let (results, damaged) = eval::load_results(&out);
     if damaged > 0 {
         crate::safe_eprintln!(
@@ -183,7 +184,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
             out.join(eval::RESULTS).display()
         );
     }
-    let meta = eval::load_meta(&out).map_err(CliError::failed)?;
+    let meta = eval::load_meta(&out).map_err(|e| CliError::failed(e.to_string()))?;
     let summary = eval::summarize(&meta, &items, &results, skipped, &out);
     write_reports(&summary)?;
     if args.json {
@@ -230,7 +231,7 @@ fn last_agent(p: &Preset) -> Option<&AgentSpec> {
 
 fn compare(a: &Path, b: &Path, json: bool) -> Result<u8, CliError> {
     let load = |d: &Path| -> Result<_, CliError> {
-        let meta = eval::load_meta(d).map_err(CliError::usage)?;
+        let meta = eval::load_meta(d).map_err(|e| CliError::usage(e.to_string()))?;
         let (results, _) = eval::load_results(d);
         Ok((meta, results))
     };

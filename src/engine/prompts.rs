@@ -24,6 +24,18 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
+/// A lone word given as a prompt that names no template (`Templates::resolve`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown prompt template {name:?}; templates: {} (or write the prompt inline, using {{query}} {{responses}} {{n}})",
+    .known.join(", ")
+)]
+pub struct UnknownTemplate {
+    pub name: String,
+    /// Every template's name, sorted.
+    pub known: Vec<String>,
+}
+
 /// Named templates: shipped ones, shadowed by the user's.
 #[derive(Clone, Debug)]
 pub struct Templates {
@@ -69,7 +81,7 @@ impl Templates {
 
     /// A template name gives its text; anything that reads like prose (spaces, newlines or
     /// placeholders) is taken as inline template text; a lone unknown word is an error.
-    pub fn resolve(&self, name_or_text: &str) -> Result<String, String> {
+    pub fn resolve(&self, name_or_text: &str) -> Result<String, UnknownTemplate> {
         if let Some(t) = self.get(name_or_text) {
             return Ok(t.to_string());
         }
@@ -78,10 +90,10 @@ impl Templates {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if is_word {
-            return Err(format!(
-                "unknown prompt template {name_or_text:?}; templates: {} (or write the prompt inline, using {{query}} {{responses}} {{n}})",
-                self.names().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(UnknownTemplate {
+                name: name_or_text.to_string(),
+                known: self.names().map(str::to_string).collect(),
+            });
         }
         Ok(name_or_text.to_string())
     }
@@ -299,5 +311,15 @@ mod tests {
             "Combine {n} answers"
         );
         assert!(t.resolve("terse").unwrap().len() > 20);
+    }
+
+    #[test]
+    fn an_unknown_template_lists_the_templates() {
+        let e = Templates::builtin().resolve("nosuch").unwrap_err();
+        assert_eq!(e.name, "nosuch");
+        assert_eq!(
+            e.to_string(),
+            "unknown prompt template \"nosuch\"; templates: rank, reasoned, refine, self-moa-seq, terse, together, vote (or write the prompt inline, using {query} {responses} {n})"
+        );
     }
 }

@@ -148,16 +148,18 @@ impl Engine {
         prompt: Option<String>,
         messages: Vec<Message>,
         responses: Vec<String>,
-    ) -> Result<RunHandle, String> {
+    ) -> Result<RunHandle, super::ReaggregateError> {
         let step = base
             .steps
             .iter()
             .rev()
             .find(|s| matches!(s, Step::Aggregate { .. }))
             .cloned()
-            .ok_or_else(|| format!("preset {:?} has no aggregate step to re-run", base.name))?;
+            .ok_or_else(|| super::ReaggregateError::NoAggregateStep {
+                preset: base.name.clone(),
+            })?;
         if responses.is_empty() {
-            return Err("there are no answers to aggregate yet".into());
+            return Err(super::ReaggregateError::NoAnswers);
         }
         let step = match (step, prompt) {
             (Step::Aggregate { agent, .. }, Some(p)) => Step::Aggregate { agent, prompt: p },

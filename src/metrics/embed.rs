@@ -41,6 +41,54 @@ enum Forward {
     Candle(BertModel),
 }
 
+/// Why MiniLM could not be loaded or could not embed. Agreement falls back to TF-IDF on any of
+/// them (and says so in the method); the tests and benchmarks show the message.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// A model file is missing or unreadable (not fetched yet, usually).
+    #[error("cannot read {}: {source} (run `moa pull`)", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: tokenizers::Error,
+    },
+    #[error("{0}")]
+    Truncation(#[source] tokenizers::Error),
+    /// The safetensors file does not fit the AMX encoder (the reason comes from the encoder
+    /// crate, which reports text).
+    #[error("{}: {reason}", path.display())]
+    AmxWeights { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    /// candle's BERT does not build from the weights.
+    #[error("{0}")]
+    Model(#[source] candle_core::Error),
+    #[error("{0}")]
+    Tokenize(#[source] tokenizers::Error),
+    /// The AMX encoder failed on a batch (the encoder crate reports text).
+    #[error("{0}")]
+    Amx(String),
+    /// candle failed on a batch.
+    #[error("{0}")]
+    Inference(#[source] candle_core::Error),
+}
+
 pub struct MiniLm {
     forward: Forward,
     tokenizer: Tokenizer,
@@ -50,24 +98,29 @@ pub struct MiniLm {
 impl MiniLm {
     /// Load from a folder with `model.safetensors`, `tokenizer.json` and `config.json`, on the
     /// fastest backend this machine runs.
-    pub fn load(dir: &Path) -> Result<MiniLm, String> {
+    pub fn load(dir: &Path) -> Result<MiniLm, EmbedError> {
         MiniLm::load_on(dir, Backend::best())
     }
 
-    pub fn load_on(dir: &Path, backend: Backend) -> Result<MiniLm, String> {
+    pub fn load_on(dir: &Path, backend: Backend) -> Result<MiniLm, EmbedError> {
         let device = Device::Cpu;
         let read = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|e| {
-                format!(
-                    "cannot read {}: {e} (run `moa pull`)",
-                    dir.join(name).display()
-                )
+            std::fs::read(dir.join(name)).map_err(|source| EmbedError::Read {
+                path: dir.join(name),
+                source,
             })
         };
-        let config: Config = serde_json::from_slice(&read("config.json")?)
-            .map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
-        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
-            .map_err(|e| format!("{}: {e}", dir.join("tokenizer.json").display()))?;
+        let config: Config =
+            serde_json::from_slice(&read("config.json")?).map_err(|source| EmbedError::Config {
+                path: dir.join("config.json"),
+                source,
+            })?;
+        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?).map_err(|source| {
+            EmbedError::Tokenizer {
+                path: dir.join("tokenizer.json"),
+                source,
+            }
+        })?;
         // The shipped tokenizer pads everything to 128. candle takes a batch as one tensor, so pad
         // to the batch's longest; the AMX encoder takes each text as it is, so do not pad.
         // Truncate at 256 either way.
@@ -80,17 +133,23 @@ impl MiniLm {
                 max_length: MAX_TOKENS,
                 ..Default::default()
             }))
-            .map_err(|e| e.to_string())?;
+            .map_err(EmbedError::Truncation)?;
         let weights = read("model.safetensors")?;
-        let where_ = || dir.join("model.safetensors").display().to_string();
+        let path = || dir.join("model.safetensors");
         let forward = match backend {
-            Backend::Amx => Forward::Amx(
-                amx_encoder(&config, &weights).map_err(|e| format!("{}: {e}", where_()))?,
-            ),
+            Backend::Amx => Forward::Amx(amx_encoder(&config, &weights).map_err(|reason| {
+                EmbedError::AmxWeights {
+                    path: path(),
+                    reason,
+                }
+            })?),
             Backend::Candle => {
                 let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-                    .map_err(|e| format!("{}: {e}", where_()))?;
-                Forward::Candle(BertModel::load(vb, &config).map_err(|e| e.to_string())?)
+                    .map_err(|source| EmbedError::Weights {
+                        path: path(),
+                        source,
+                    })?;
+                Forward::Candle(BertModel::load(vb, &config).map_err(EmbedError::Model)?)
             }
         };
         Ok(MiniLm {
@@ -108,32 +167,31 @@ impl MiniLm {
     }
 
     /// One unit vector per text.
-    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| e.to_string())?;
+            .map_err(EmbedError::Tokenize)?;
         let model = match &self.forward {
             Forward::Amx(encoder) => {
                 let ids: Vec<Vec<u32>> = enc.iter().map(|e| e.get_ids().to_vec()).collect();
-                return encoder.embed(&ids);
+                return encoder.embed(&ids).map_err(EmbedError::Amx);
             }
             Forward::Candle(model) => model,
         };
-        let rows = |f: &dyn Fn(&tokenizers::Encoding) -> Vec<u32>| -> Result<Tensor, String> {
+        let rows = |f: &dyn Fn(&tokenizers::Encoding) -> Vec<u32>| -> candle_core::Result<Tensor> {
             let v: Vec<Tensor> = enc
                 .iter()
                 .map(|e| Tensor::new(f(e).as_slice(), &self.device))
-                .collect::<candle_core::Result<_>>()
-                .map_err(|e| e.to_string())?;
-            Tensor::stack(&v, 0).map_err(|e| e.to_string())
+                .collect::<candle_core::Result<_>>()?;
+            Tensor::stack(&v, 0)
         };
-        let ids = rows(&|e| e.get_ids().to_vec())?;
-        let types = rows(&|e| e.get_type_ids().to_vec())?;
-        let mask = rows(&|e| e.get_attention_mask().to_vec())?;
+        let ids = rows(&|e| e.get_ids().to_vec()).map_err(EmbedError::Inference)?;
+        let types = rows(&|e| e.get_type_ids().to_vec()).map_err(EmbedError::Inference)?;
+        let mask = rows(&|e| e.get_attention_mask().to_vec()).map_err(EmbedError::Inference)?;
         let out = (|| -> candle_core::Result<Vec<Vec<f32>>> {
             let hidden = model.forward(&ids, &types, Some(&mask))?;
             let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -143,11 +201,12 @@ impl MiniLm {
             let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
             mean.broadcast_div(&norm)?.to_vec2::<f32>()
         })();
-        out.map_err(|e| e.to_string())
+        out.map_err(EmbedError::Inference)
     }
 }
 
-/// The AMX encoder from the same safetensors file and config candle reads.
+/// The AMX encoder from the same safetensors file and config candle reads. (Text errors: the
+/// encoder crate's own are text, and `load_on` wraps them with the file's path.)
 fn amx_encoder(config: &Config, weights: &[u8]) -> Result<moa_bert::Encoder, String> {
     let tensors = safetensors::SafeTensors::deserialize(weights).map_err(|e| e.to_string())?;
     // The AMX encoder implements BERT as this model has it: erf GELU, absolute positions.
@@ -190,7 +249,7 @@ fn amx_encoder(config: &Config, weights: &[u8]) -> Result<moa_bert::Encoder, Str
 /// in the method) when the model files are not there.
 pub struct MiniLmScorer {
     dir: PathBuf,
-    model: OnceLock<Result<MiniLm, String>>,
+    model: OnceLock<Result<MiniLm, EmbedError>>,
     /// Embeddings of texts seen before. Live agreement re-scores a step every 500 ms while answers
     /// stream; an answer that has finished keeps its text, so from then on (and in the final score
     /// at the step's end) it costs nothing: the end-of-step score only embeds what finished last.
@@ -220,7 +279,7 @@ impl MiniLmScorer {
         self.dir.join("model.safetensors").exists()
     }
 
-    fn model(&self) -> Result<&MiniLm, &String> {
+    fn model(&self) -> Result<&MiniLm, &EmbedError> {
         self.model.get_or_init(|| MiniLm::load(&self.dir)).as_ref()
     }
 }
@@ -240,16 +299,16 @@ impl AgreementScorer for MiniLmScorer {
     }
 
     fn scored(&self, texts: &[String]) -> Scored {
-        let embedded = self
-            .model()
-            .map_err(|e| e.clone())
-            .and_then(|m| self.embed_cached(m, texts));
+        let embedded = match self.model() {
+            Ok(m) => self.embed_cached(m, texts).ok(),
+            Err(_) => None,
+        };
         match embedded {
-            Ok(vs) => Scored {
+            Some(vs) => Scored {
                 matrix: cosine_matrix(&vs),
                 method: "minilm".into(),
             },
-            Err(_) => Scored {
+            None => Scored {
                 matrix: TfIdf.matrix(texts),
                 method: "tfidf".into(),
             },
@@ -260,7 +319,7 @@ impl AgreementScorer for MiniLmScorer {
 impl MiniLmScorer {
     /// Embed only the texts not seen before. Hits are copied out under the lock, so a cache cleared
     /// meanwhile by another run's scoring (evaluations score many runs at once) loses nothing.
-    fn embed_cached(&self, m: &MiniLm, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+    fn embed_cached(&self, m: &MiniLm, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let keys: Vec<u64> = texts.iter().map(|t| text_key(t)).collect();
         let mut mine: HashMap<u64, Vec<f32>> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
@@ -313,4 +372,39 @@ pub fn cosine_matrix(vs: &[Vec<f32>]) -> Vec<Vec<f64>> {
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_files_name_the_file_and_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let e = MiniLm::load_on(d.path(), Backend::Candle).err().unwrap();
+        let config = d.path().join("config.json");
+        assert!(
+            matches!(&e, EmbedError::Read { path, .. } if *path == config),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: No such file or directory (os error 2) (run `moa pull`)",
+                config.display()
+            )
+        );
+        std::fs::write(&config, "{").unwrap();
+        let e = MiniLm::load_on(d.path(), Backend::Candle).err().unwrap();
+        assert!(matches!(e, EmbedError::Config { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", config.display())),
+            "{e}"
+        );
+        // The scorer falls back to TF-IDF and says so.
+        let scorer = MiniLmScorer::new(d.path().to_path_buf());
+        let s = scorer.scored(&["a b".into(), "a c".into()]);
+        assert_eq!(s.method, "tfidf");
+    }
 }

@@ -58,7 +58,10 @@ impl Registry {
 
     /// The provider for `PROVIDER/MODEL` and the model's own name.
     pub fn get(&self, model: &str) -> Result<(ProviderHandle, String), ProviderError> {
-        let (settings, name) = self.config.resolve(model).map_err(ProviderError::Config)?;
+        let (settings, name) = self
+            .config
+            .resolve(model)
+            .map_err(|e| ProviderError::Config(e.to_string()))?;
         let mut handles = self
             .handles
             .lock()

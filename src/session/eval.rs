@@ -24,6 +24,67 @@ pub const EVAL_SCHEMA: &str = "moa.eval/1";
 pub const RESULTS: &str = "results.jsonl";
 pub const META: &str = "meta.json";
 
+/// Why an evaluation cannot start or go on. Every message is what `moa eval` prints after "moa: "
+/// (users and tests grep them); io errors name the file and keep the cause as their source.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("cannot read the prompts file {}: {source}", path.display())]
+    ReadPrompts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cutting a results file back to its last whole line failed.
+    #[error("cannot repair {}: {source}", path.display())]
+    Repair {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder has no readable `meta.json`.
+    #[error("{}: not an evaluation folder ({source})", dir.display())]
+    NotAnEvaluation {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `meta.json` is there but does not parse.
+    #[error("{}: damaged ({source})", path.display())]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The folder was made for another preset, baseline or judge (`what` says which).
+    #[error("{} holds an evaluation with another {what}; pass another --out to keep both", out.display())]
+    OtherTask { out: PathBuf, what: String },
+    /// `meta.json` could not be written (the path is the folder's).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot append to {}: {source}", path.display())]
+    Append {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// One prompt of the set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Item {
@@ -43,15 +104,18 @@ pub struct Item {
 /// Read a JSONL prompts file. Each line has `prompt` (or AlpacaEval's `instruction`, or MT-Bench's
 /// `turns`), optionally `reference` (or GSM8K's `answer`, its part after `####`), `id`, `category`.
 /// Bad lines are reported ("FILE:LINE: what") and skipped; the rest are used.
-pub fn read_prompts(path: &Path) -> Result<(Vec<Item>, Vec<String>), String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read the prompts file {}: {e}", path.display()))?;
+pub fn read_prompts(path: &Path) -> Result<(Vec<Item>, Vec<String>), EvalError> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::ReadPrompts {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_prompts(path, &String::from_utf8_lossy(&bytes))
 }
 
 /// The prompts of a JSONL text read from `path` (named in warnings): the items, and a warning for
-/// each line skipped. In memory, so the fuzzer can feed it.
-pub fn parse_prompts(path: &Path, text: &str) -> Result<(Vec<Item>, Vec<String>), String> {
+/// each line skipped. In memory, so the fuzzer can feed it. (No error comes from the text itself
+/// today: bad lines are warnings. The `Result` keeps the loader's signature.)
+pub fn parse_prompts(path: &Path, text: &str) -> Result<(Vec<Item>, Vec<String>), EvalError> {
     let mut items = Vec::new();
     let mut warnings = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -243,12 +307,12 @@ pub struct Repaired {
 /// A results file must end in a newline before anything is appended: one that does not ends in a
 /// line cut off by a crash, and the next line would be joined onto it (both then unreadable).
 /// The cut-off line is dropped (its prompt is not done, so it runs again).
-pub fn repair_results(dir: &Path) -> Result<Option<Repaired>, String> {
+pub fn repair_results(dir: &Path) -> Result<Option<Repaired>, EvalError> {
     let path = dir.join(RESULTS);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(EvalError::Read { path, source }),
     };
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         return Ok(None);
@@ -262,18 +326,23 @@ pub fn repair_results(dir: &Path) -> Result<Option<Repaired>, String> {
             f.sync_all()?;
             Ok(f)
         })
-        .map_err(|e| format!("cannot repair {}: {e}", path.display()))?;
+        .map_err(|source| EvalError::Repair {
+            path: path.clone(),
+            source,
+        })?;
     drop(f);
     Ok(Some(Repaired {
         dropped_bytes: (bytes.len() - keep) as u64,
     }))
 }
 
-pub fn load_meta(dir: &Path) -> Result<Meta, String> {
+pub fn load_meta(dir: &Path) -> Result<Meta, EvalError> {
     let p = dir.join(META);
-    let text = std::fs::read_to_string(&p)
-        .map_err(|e| format!("{}: not an evaluation folder ({e})", dir.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: damaged ({e})", p.display()))
+    let text = std::fs::read_to_string(&p).map_err(|source| EvalError::NotAnEvaluation {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| EvalError::Damaged { path: p, source })
 }
 
 /// Run every prompt not done yet. Returns how many were skipped as already done.
@@ -282,7 +351,7 @@ pub async fn run(
     items: &[Item],
     cancel: tokio_util::sync::CancellationToken,
     mut progress: impl FnMut(Progress<'_>),
-) -> Result<usize, String> {
+) -> Result<usize, EvalError> {
     let meta = Meta {
         schema: "moa.eval-meta/1".into(),
         preset: plan.preset.as_ref().clone(),
@@ -294,10 +363,10 @@ pub async fn run(
     match load_meta(&plan.out) {
         Ok(old) => {
             if let Some(what) = old.same_task(&meta) {
-                return Err(format!(
-                    "{} holds an evaluation with another {what}; pass another --out to keep both",
-                    plan.out.display()
-                ));
+                return Err(EvalError::OtherTask {
+                    out: plan.out.clone(),
+                    what,
+                });
             }
         }
         Err(_) => {
@@ -306,8 +375,12 @@ pub async fn run(
                 reason = "plain data with string keys always serializes"
             )]
             let bytes = serde_json::to_vec_pretty(&meta).expect("meta serializes");
-            super::store::write_atomic(&plan.out.join(META), &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
+            super::store::write_atomic(&plan.out.join(META), &bytes).map_err(|source| {
+                EvalError::Write {
+                    path: plan.out.clone(),
+                    source,
+                }
+            })?;
         }
     }
     let (done, _) = load_results(&plan.out);
@@ -319,8 +392,12 @@ pub async fn run(
     // Callers that report the repair have run it already; this one makes appending safe for all.
     repair_results(&plan.out)?;
     super::store::remove_stale_temps(&plan.out);
-    let mut file = super::store::open_private_append(&plan.out.join(RESULTS))
-        .map_err(|e| format!("cannot open {}: {e}", plan.out.join(RESULTS).display()))?;
+    let results = plan.out.join(RESULTS);
+    let mut file =
+        super::store::open_private_append(&results).map_err(|source| EvalError::Open {
+            path: results.clone(),
+            source,
+        })?;
     let mut finished = skipped;
     let mut stream = futures::stream::iter(todo)
         .map(|item| run_item(plan, item))
@@ -340,7 +417,10 @@ pub async fn run(
         // One write per line, then fsync: a kill can cut at most the line being written.
         file.write_all(&line)
             .and_then(|_| file.sync_data())
-            .map_err(|e| format!("cannot append to {}: {e}", plan.out.join(RESULTS).display()))?;
+            .map_err(|source| EvalError::Append {
+                path: results.clone(),
+                source,
+            })?;
         finished += 1;
         progress(Progress {
             done: finished,
@@ -722,6 +802,52 @@ mod tests {
         assert!(
             warnings[2].contains(":7: the prompt is empty"),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_prompts_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("nosuch.jsonl");
+        let e = read_prompts(&p).unwrap_err();
+        assert!(matches!(&e, EvalError::ReadPrompts { path, source }
+            if *path == p && source.kind() == std::io::ErrorKind::NotFound));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read the prompts file {}: No such file or directory (os error 2)",
+                p.display()
+            )
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_folder_without_meta_is_not_an_evaluation_and_a_bad_meta_is_damaged() {
+        let d = tempfile::tempdir().unwrap();
+        let e = load_meta(d.path()).unwrap_err();
+        assert!(matches!(e, EvalError::NotAnEvaluation { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: not an evaluation folder (No such file or directory (os error 2))",
+                d.path().display()
+            )
+        );
+        std::fs::write(d.path().join(META), "{").unwrap();
+        let e = load_meta(d.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: damaged (", d.path().join(META).display())),
+            "{e}"
+        );
+        let other = EvalError::OtherTask {
+            out: "/tmp/evals/x".into(),
+            what: "judge".into(),
+        };
+        assert_eq!(
+            other.to_string(),
+            "/tmp/evals/x holds an evaluation with another judge; pass another --out to keep both"
         );
     }
 

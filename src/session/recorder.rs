@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::store::{Store, write_session};
@@ -21,11 +21,43 @@ use crate::provider::Message;
 
 /// What the writer did with one write of a session file: the front end says "saved" only on `Ok`,
 /// and shows the path and the reason otherwise.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SaveReport {
     pub session: String,
     pub path: PathBuf,
-    pub result: Result<(), String>,
+    pub result: Result<(), SaveError>,
+}
+
+/// Why a session was not saved. A failed write is both reported to the front end and kept for
+/// `flush`, so the cause is shared (`Arc`: `std::io::Error` does not clone).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("cannot save the session {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The writer thread is gone (it could not start, or it panicked): nothing more is written.
+    #[error("the session writer stopped")]
+    WriterStopped,
+}
+
+impl SaveError {
+    pub fn write(path: PathBuf, source: std::io::Error) -> Self {
+        SaveError::Write {
+            path,
+            source: Arc::new(source),
+        }
+    }
+
+    /// What went wrong, without the path (the workbench shows the path on its own).
+    pub fn reason(&self) -> String {
+        match self {
+            SaveError::Write { source, .. } => source.to_string(),
+            SaveError::WriterStopped => self.to_string(),
+        }
+    }
 }
 
 /// Told of every write's outcome, on the writer's thread.
@@ -42,7 +74,7 @@ pub struct Recorder {
     last_save: Instant,
     /// The last write's error, for the front end to show (writes go on being tried; a later
     /// successful write clears it).
-    pub error: Option<String>,
+    pub error: Option<SaveError>,
 }
 
 struct Partial {
@@ -194,13 +226,13 @@ impl Recorder {
             Ok(bytes) => self
                 .saver
                 .write(self.session.id.clone(), path, bytes, durable),
-            Err(e) => self.error = Some(format!("cannot save the session {}: {e}", path.display())),
+            Err(e) => self.error = Some(SaveError::write(path, std::io::Error::other(e))),
         }
         self.last_save = Instant::now();
     }
 
     /// Wait until every write asked for so far is done; the error of the last one, if it failed.
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), SaveError> {
         self.error = self.saver.flush();
         match &self.error {
             Some(e) => Err(e.clone()),
@@ -281,7 +313,7 @@ enum Job {
     /// Session id, path, content, and whether to fsync (final states) or not (snapshots of a run
     /// under way).
     Write(String, PathBuf, Vec<u8>, bool),
-    Flush(mpsc::Sender<Option<String>>),
+    Flush(mpsc::Sender<Option<SaveError>>),
 }
 
 impl Saver {
@@ -291,7 +323,7 @@ impl Saver {
             .name("moa-session-writer".into())
             .spawn(move || {
                 // The outcome of the newest write: a later success clears an earlier failure.
-                let mut error: Option<String> = None;
+                let mut error: Option<SaveError> = None;
                 while let Ok(first) = rx.recv() {
                     // Take everything queued: only the newest content of each file is written.
                     let mut jobs = vec![first];
@@ -310,11 +342,9 @@ impl Saver {
                         }
                     }
                     for (id, p, b, durable) in writes {
-                        let result = write_session(&p, &b, durable).map_err(|e| e.to_string());
-                        error = result
-                            .as_ref()
-                            .err()
-                            .map(|e| format!("cannot save the session {}: {e}", p.display()));
+                        let result = write_session(&p, &b, durable)
+                            .map_err(|e| SaveError::write(p.clone(), e));
+                        error = result.as_ref().err().cloned();
                         if let Some(l) = &listener {
                             l(SaveReport {
                                 session: id,
@@ -339,13 +369,12 @@ impl Saver {
         let _ = self.tx.send(Job::Write(id, path, bytes, durable));
     }
 
-    fn flush(&self) -> Option<String> {
+    fn flush(&self) -> Option<SaveError> {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Job::Flush(tx)).is_err() {
-            return Some("the session writer stopped".into());
+            return Some(SaveError::WriterStopped);
         }
-        rx.recv()
-            .unwrap_or(Some("the session writer stopped".into()))
+        rx.recv().unwrap_or(Some(SaveError::WriterStopped))
     }
 }
 
@@ -365,6 +394,36 @@ mod tests {
     use super::*;
     use crate::engine::events::CallTag;
     use crate::engine::preset::{AgentSpec, Preset};
+
+    #[test]
+    fn a_failed_save_names_the_file_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where a folder should be: the sessions folder cannot be created.
+        let blocker = dir.path().join("data");
+        std::fs::write(&blocker, b"").unwrap();
+        let store = Store::new(blocker.join("sessions"));
+        let session = Session::new(&[Message::user("Q")]);
+        let path = store.path_of(&session);
+        let mut r = Recorder::new(store, session);
+        r.save();
+        let e = r.flush().unwrap_err();
+        assert!(
+            matches!(&e, SaveError::Write { path: p, .. } if *p == path),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot save the session {}: ", path.display())),
+            "{e}"
+        );
+        assert!(e.reason().contains("Not a directory"), "{}", e.reason());
+        assert!(e.to_string().ends_with(&e.reason()), "{e}");
+        assert!(r.error.is_some());
+        assert_eq!(
+            SaveError::WriterStopped.to_string(),
+            "the session writer stopped"
+        );
+    }
 
     #[test]
     fn a_recorder_dropped_mid_run_leaves_everything_it_saw() {

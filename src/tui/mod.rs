@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppError, Setup, setup};
 use crate::engine::RunOptions;
-use crate::session::recorder::Recorder;
+use crate::session::recorder::{Recorder, SaveError};
 use crate::session::store::Store;
 use crate::session::{RunKind, Session};
 use state::{App, RunMode};
@@ -45,7 +45,7 @@ pub enum TuiError {
     Terminal(std::io::Error),
     /// The session could not be written when quitting: what was not saved is lost, so say it.
     #[error("{0}; the last changes to this session are not on disk")]
-    NotSaved(String),
+    NotSaved(#[source] SaveError),
 }
 
 impl TuiError {
@@ -261,7 +261,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             }
             Err(e) => {
                 app.mode = RunMode::Idle;
-                app.status = e;
+                app.status = e.to_string();
             }
         },
         Effect::RerunCall { agent, messages } => {
@@ -298,7 +298,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             let store = io.store.clone();
             let tx = io.tx.clone();
             tokio::task::spawn_blocking(move || {
-                let opened = store.resolve(&id).map(Box::new).map_err(|e| e.to_string());
+                let opened = store.resolve(&id).map(Box::new);
                 let _ = tx.send(Msg::SessionOpened(opened));
             });
         }
@@ -318,7 +318,7 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
                 for (i, p) in providers.into_iter().enumerate() {
                     let (models, errors) = match crate::app::listed_models(&engine, &p).await {
                         Ok(m) => (m, Vec::new()),
-                        Err(e) => (Vec::new(), vec![e]),
+                        Err(e) => (Vec::new(), vec![e.to_string()]),
                     };
                     let _ = tx.send(Msg::ModelsListed {
                         models,
@@ -376,11 +376,9 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             let tx = io.tx.clone();
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::engine::preset::load(&name, &presets_dir, &templates)
-                    .map_err(|e| e.to_string())
+                    .map_err(AppError::from)
                     .and_then(|p| {
-                        crate::app::preflight(&config, &p, baseline)
-                            .map(|_| Arc::new(p))
-                            .map_err(|e| e.message)
+                        crate::app::preflight(&config, &p, baseline).map(|_| Arc::new(p))
                     });
                 let ok = loaded.is_ok();
                 let _ = tx.send(Msg::PresetLoaded(loaded));
@@ -451,8 +449,7 @@ fn fetch_if_needed(s: &Setup, app: &mut App, tx: &mpsc::UnboundedSender<Msg>) {
             };
             let _ = tx.send(Msg::Fetch(line));
         };
-        let r = crate::fetch::ensure(&dir, &crate::fetch::all_assets(), &mut progress)
-            .map_err(|e| e.to_string());
+        let r = crate::fetch::ensure(&dir, &crate::fetch::all_assets(), &mut progress);
         let _ = tx.send(Msg::FetchDone(r));
     });
 }

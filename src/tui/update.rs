@@ -33,13 +33,13 @@ pub enum Msg {
     RunLost(String),
     /// Progress of fetching the embedded models (first use).
     Fetch(String),
-    FetchDone(Result<(), String>),
-    PresetLoaded(Result<Arc<Preset>, String>),
+    FetchDone(Result<(), crate::fetch::FetchError>),
+    PresetLoaded(Result<Arc<Preset>, crate::app::AppError>),
     SessionsListed {
         sessions: Vec<Summary>,
         skipped: Vec<String>,
     },
-    SessionOpened(Result<Box<Session>, String>),
+    SessionOpened(Result<Box<Session>, crate::session::store::StoreError>),
     /// The session as the recorder holds it after a run ended (not a claim that it is on disk).
     SessionUpdated(Box<Session>),
     /// The session writer finished a write: saved, or why not.
@@ -142,7 +142,7 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
             vec![]
         }
         Msg::PresetLoaded(Err(e)) => {
-            app.status = e;
+            app.status = e.to_string();
             vec![]
         }
         Msg::SessionsListed { sessions, skipped } => {
@@ -155,7 +155,7 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
             vec![]
         }
         Msg::SessionOpened(Err(e)) => {
-            app.status = e;
+            app.status = e.to_string();
             vec![]
         }
         Msg::SessionUpdated(s) => {
@@ -169,9 +169,9 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
                     id: r.session,
                     path: r.path,
                 },
-                Err(reason) => SaveState::Failed {
+                Err(e) => SaveState::Failed {
                     path: r.path,
-                    reason,
+                    reason: e.reason(),
                 },
             };
             vec![]

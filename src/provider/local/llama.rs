@@ -12,6 +12,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, RmsNorm};
 
+use super::LocalModelError;
+
 /// What a decode step needs to know about the model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -225,7 +227,7 @@ impl Cache {
     }
 }
 
-fn read_u(ct: &gguf_file::Content, key: &str) -> Result<usize, String> {
+fn read_u(ct: &gguf_file::Content, key: &str) -> Result<usize, LocalModelError> {
     ct.metadata
         .get(key)
         .and_then(|v| {
@@ -234,7 +236,9 @@ fn read_u(ct: &gguf_file::Content, key: &str) -> Result<usize, String> {
                 .map(|x| x as usize)
                 .or_else(|| v.to_u64().ok().map(|x| x as usize))
         })
-        .ok_or_else(|| format!("the GGUF file has no {key}"))
+        .ok_or_else(|| LocalModelError::MissingKey {
+            key: key.to_string(),
+        })
 }
 
 fn read_f(ct: &gguf_file::Content, key: &str) -> Option<f32> {
@@ -253,19 +257,22 @@ impl Llama {
         ct: &gguf_file::Content,
         file: &mut std::fs::File,
         path: &Path,
-    ) -> Result<Llama, String> {
+    ) -> Result<Llama, LocalModelError> {
         let device = Device::Cpu;
-        let err = |e: candle_core::Error| format!("{}: {e}", path.display());
+        let err = |source: candle_core::Error| LocalModelError::Weights {
+            path: path.to_path_buf(),
+            source,
+        };
         let arch = ct
             .metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_default();
         if arch != "llama" {
-            return Err(format!(
-                "{}: architecture {arch:?} is not supported; the local provider runs llama-architecture GGUF files (SmolLM, Llama, Mistral...)",
-                path.display()
-            ));
+            return Err(LocalModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch,
+            });
         }
         let n_head = read_u(ct, "llama.attention.head_count")?;
         let n_kv_head = read_u(ct, "llama.attention.head_count_kv").unwrap_or(n_head);
@@ -281,7 +288,7 @@ impl Llama {
         let mut stored = None;
         let mut compute = None;
         let pad = vnni() && std::env::var("MOA_LOCAL_PAD").map_or(true, |v| v != "0");
-        let mut qmat = |name: &str, file: &mut std::fs::File| -> Result<Linear, String> {
+        let mut qmat = |name: &str, file: &mut std::fs::File| -> Result<Linear, LocalModelError> {
             let t = ct.tensor(file, name, &device).map_err(err)?;
             stored.get_or_insert(format!("{:?}", t.dtype()));
             let l = Linear::new(t, pad).map_err(err)?;
@@ -292,7 +299,7 @@ impl Llama {
             ));
             Ok(l)
         };
-        let norm = |name: &str, file: &mut std::fs::File| -> Result<RmsNorm, String> {
+        let norm = |name: &str, file: &mut std::fs::File| -> Result<RmsNorm, LocalModelError> {
             let t = ct.tensor(file, name, &device).map_err(err)?;
             Ok(RmsNorm::new(t.dequantize(&device).map_err(err)?, eps))
         };

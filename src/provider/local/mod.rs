@@ -160,6 +160,61 @@ fn worker_for(path: &Path) -> std_mpsc::Sender<Job> {
         .clone()
 }
 
+/// Why a local model could not be loaded, or a prompt not turned into its tokens. The worker
+/// thread passes it on to each call as a `ProviderError` (its text).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalModelError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not GGUF (or is cut short).
+    #[error("{} is not a readable GGUF file: {source}", path.display())]
+    Gguf {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error(
+        "{}: architecture {arch:?} is not supported; the local provider runs llama-architecture GGUF files (SmolLM, Llama, Mistral...)",
+        path.display()
+    )]
+    UnsupportedArchitecture { path: PathBuf, arch: String },
+    /// A model hyperparameter the architecture needs is missing from the metadata.
+    #[error("the GGUF file has no {key}")]
+    MissingKey { key: String },
+    /// A tensor is missing or cannot be read or converted.
+    #[error("{}: {source}", path.display())]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    /// A metadata value is not of the type its key needs.
+    #[error("{0}")]
+    Metadata(#[source] candle_core::Error),
+    #[error("the GGUF file has no {key} (is it a chat model with a tokenizer?)")]
+    MissingTokenizerKey { key: String },
+    #[error(
+        "tokenizer.ggml.model = {model:?} is not supported yet (byte-level BPE, \"gpt2\", is: SmolLM, Llama 3, Qwen)"
+    )]
+    UnsupportedTokenizer { model: String },
+    #[error("cannot build the BPE tokenizer: {0}")]
+    BuildTokenizer(#[source] tokenizers::Error),
+    #[error("cannot add the control tokens: {0}")]
+    ControlTokens(#[source] tokenizers::Error),
+    #[error("the model's chat template does not parse: {0}")]
+    TemplateParse(#[source] minijinja::Error),
+    #[error("{0}")]
+    Template(#[source] minijinja::Error),
+    #[error("cannot render the chat template: {0}")]
+    TemplateRender(#[source] minijinja::Error),
+    #[error("cannot tokenize: {0}")]
+    Tokenize(#[source] tokenizers::Error),
+}
+
 /// A loaded model: weights, tokenizer, chat template.
 pub struct Loaded {
     pub model: Llama,
@@ -169,12 +224,18 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn load(path: &Path) -> Result<Loaded, String> {
+    pub fn load(path: &Path) -> Result<Loaded, LocalModelError> {
         let started = Instant::now();
-        let mut file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let ct = candle_core::quantized::gguf_file::Content::read(&mut file)
-            .map_err(|e| format!("{} is not a readable GGUF file: {e}", path.display()))?;
+        let mut file = std::fs::File::open(path).map_err(|source| LocalModelError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut file).map_err(|source| {
+            LocalModelError::Gguf {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         let tokenizer = GgufTokenizer::from_gguf(&ct)?;
         let template = ChatTemplate::from_gguf(&ct)?;
         let model = Llama::load(&ct, &mut file, path)?;
@@ -187,7 +248,10 @@ impl Loaded {
     }
 
     /// The prompt's token ids, as the model's chat template writes the conversation.
-    pub fn prompt_ids(&self, messages: &[crate::provider::Message]) -> Result<Vec<u32>, String> {
+    pub fn prompt_ids(
+        &self,
+        messages: &[crate::provider::Message],
+    ) -> Result<Vec<u32>, LocalModelError> {
         let text = self.template.render(
             messages,
             self.tokenizer.bos.as_deref(),
@@ -262,8 +326,9 @@ impl Worker {
             match Loaded::load(&self.path) {
                 Ok(l) => self.loaded = Some(l),
                 Err(e) => {
+                    let message = e.to_string();
                     for j in jobs {
-                        let _ = j.out.send(Err(ProviderError::Config(e.clone())));
+                        let _ = j.out.send(Err(ProviderError::Config(message.clone())));
                     }
                     return;
                 }
@@ -280,7 +345,7 @@ impl Worker {
             let ids = match loaded.prompt_ids(&j.messages) {
                 Ok(ids) => ids,
                 Err(e) => {
-                    let _ = j.out.send(Err(ProviderError::Protocol(e)));
+                    let _ = j.out.send(Err(ProviderError::Protocol(e.to_string())));
                     continue;
                 }
             };
@@ -421,4 +486,57 @@ fn step(loaded: &Loaded, g: &mut Group) -> candle_core::Result<bool> {
     }
     g.logits = loaded.model.forward(&next_tokens, &mut g.cache)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nosuch.gguf");
+        let e = Loaded::load(&missing).err().unwrap();
+        assert!(matches!(e, LocalModelError::Open { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot open {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let text = d.path().join("notes.gguf");
+        std::fs::write(&text, "not a model at all").unwrap();
+        let e = Loaded::load(&text).err().unwrap();
+        assert!(matches!(e, LocalModelError::Gguf { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{} is not a readable GGUF file: ", text.display())),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn another_architecture_is_named() {
+        let e = LocalModelError::UnsupportedArchitecture {
+            path: "m.gguf".into(),
+            arch: "qwen2".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "m.gguf: architecture \"qwen2\" is not supported; the local provider runs llama-architecture GGUF files (SmolLM, Llama, Mistral...)"
+        );
+    }
+
+    #[test]
+    fn a_chat_template_that_does_not_parse_says_so() {
+        let e = ChatTemplate::new("{% if %}".into()).err().unwrap();
+        assert!(matches!(e, LocalModelError::TemplateParse(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("the model's chat template does not parse: "),
+            "{e}"
+        );
+    }
 }

@@ -14,6 +14,8 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::LocalModelError;
+
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TOKEN_CONTROL: i32 = 3;
 
@@ -27,19 +29,21 @@ pub struct GgufTokenizer {
     pub eos: Option<String>,
 }
 
-fn meta<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, String> {
+fn meta<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, LocalModelError> {
     ct.metadata
         .get(key)
-        .ok_or_else(|| format!("the GGUF file has no {key} (is it a chat model with a tokenizer?)"))
+        .ok_or_else(|| LocalModelError::MissingTokenizerKey {
+            key: key.to_string(),
+        })
 }
 
-fn strings(v: &Value) -> Result<Vec<String>, String> {
-    let arr = v.to_vec().map_err(|e| e.to_string())?;
+fn strings(v: &Value) -> Result<Vec<String>, LocalModelError> {
+    let arr = v.to_vec().map_err(LocalModelError::Metadata)?;
     arr.iter()
         .map(|x| {
             x.to_string()
                 .map(|s| s.to_string())
-                .map_err(|e| e.to_string())
+                .map_err(LocalModelError::Metadata)
         })
         .collect()
 }
@@ -78,22 +82,20 @@ fn unicode_to_byte() -> HashMap<char, u8> {
 }
 
 impl GgufTokenizer {
-    pub fn from_gguf(ct: &Content) -> Result<Self, String> {
+    pub fn from_gguf(ct: &Content) -> Result<Self, LocalModelError> {
         let model = meta(ct, "tokenizer.ggml.model")?
             .to_string()
-            .map_err(|e| e.to_string())?
+            .map_err(LocalModelError::Metadata)?
             .clone();
         if model != "gpt2" {
-            return Err(format!(
-                "tokenizer.ggml.model = {model:?} is not supported yet (byte-level BPE, \"gpt2\", is: SmolLM, Llama 3, Qwen)"
-            ));
+            return Err(LocalModelError::UnsupportedTokenizer { model });
         }
         let tokens = strings(meta(ct, "tokenizer.ggml.tokens")?)?;
         let merges = strings(meta(ct, "tokenizer.ggml.merges")?)?;
         let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
-                .map_err(|e| e.to_string())?
+                .map_err(LocalModelError::Metadata)?
                 .iter()
                 .map(|x| x.to_i32().unwrap_or(1))
                 .collect(),
@@ -114,7 +116,7 @@ impl GgufTokenizer {
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
-            .map_err(|e| format!("cannot build the BPE tokenizer: {e}"))?;
+            .map_err(LocalModelError::BuildTokenizer)?;
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(Sequence::new(vec![
             Digits::new(true).into(),
@@ -129,7 +131,7 @@ impl GgufTokenizer {
             .collect();
         inner
             .add_special_tokens(control)
-            .map_err(|e| format!("cannot add the control tokens: {e}"))?;
+            .map_err(LocalModelError::ControlTokens)?;
 
         let table = unicode_to_byte();
         let token_bytes = tokens
@@ -172,11 +174,11 @@ impl GgufTokenizer {
     }
 
     /// Token ids of `text`, control tokens written in it recognised (as llama.cpp's parse_special).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, LocalModelError> {
         self.inner
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| format!("cannot tokenize: {e}"))
+            .map_err(LocalModelError::Tokenize)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -236,7 +238,7 @@ pub struct ChatTemplate {
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 impl ChatTemplate {
-    pub fn from_gguf(ct: &Content) -> Result<Self, String> {
+    pub fn from_gguf(ct: &Content) -> Result<Self, LocalModelError> {
         let source = ct
             .metadata
             .get("tokenizer.chat_template")
@@ -245,7 +247,7 @@ impl ChatTemplate {
         Self::new(source)
     }
 
-    pub fn new(source: String) -> Result<Self, String> {
+    pub fn new(source: String) -> Result<Self, LocalModelError> {
         let mut env = minijinja::Environment::new();
         env.add_function(
             "raise_exception",
@@ -257,7 +259,7 @@ impl ChatTemplate {
             },
         );
         env.add_template_owned("chat", source)
-            .map_err(|e| format!("the model's chat template does not parse: {e}"))?;
+            .map_err(LocalModelError::TemplateParse)?;
         Ok(ChatTemplate { env })
     }
 
@@ -266,8 +268,11 @@ impl ChatTemplate {
         messages: &[crate::provider::Message],
         bos: Option<&str>,
         eos: Option<&str>,
-    ) -> Result<String, String> {
-        let t = self.env.get_template("chat").map_err(|e| e.to_string())?;
+    ) -> Result<String, LocalModelError> {
+        let t = self
+            .env
+            .get_template("chat")
+            .map_err(LocalModelError::Template)?;
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|m| {
@@ -288,7 +293,7 @@ impl ChatTemplate {
             bos_token => bos.unwrap_or(""),
             eos_token => eos.unwrap_or(""),
         })
-        .map_err(|e| format!("cannot render the chat template: {e}"))
+        .map_err(LocalModelError::TemplateRender)
     }
 }
 
