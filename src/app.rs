@@ -14,6 +14,7 @@ use crate::engine::preset::{self, Preset, catalogue};
 use crate::engine::prompts::Templates;
 use crate::metrics::embed::MiniLmScorer;
 use crate::provider::ProviderError;
+use crate::provider::cache::CallCache;
 use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::registry::Registry;
 use crate::session::store::Store;
@@ -70,6 +71,23 @@ impl Setup {
             &self.config.folders.presets_dir(),
             &self.templates,
         )?)
+    }
+
+    /// The engine with the call cache under the data folder (`moa eval`, `moa tune`), or the
+    /// plain one when `cache` is false (`--no-cache`). The workbench and `moa run` never cache:
+    /// a re-run there is asked for to get new samples.
+    pub fn engine_with_cache(&self, cache: bool) -> Engine {
+        if !cache {
+            return self.engine.clone();
+        }
+        let calls = Arc::new(CallCache::new(
+            self.config.folders.data_dir.join("cache").join("calls"),
+            crate::provider::cache::DEFAULT_MAX_BYTES,
+        ));
+        Engine {
+            registry: Arc::new(Registry::new(self.config.clone()).with_cache(calls)),
+            scorer: self.engine.scorer.clone(),
+        }
     }
 
     /// Every preset's name, shipped and the user's.

@@ -337,3 +337,105 @@ fn assets_prompt(name: &str) -> String {
     )
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_calls_are_answered_from_the_call_cache_across_commands() {
+    let s = Server::start().await;
+    s.script("judge", vec![Reply::text(&["Equal. [[C]]"], 2, 2)]);
+    // A reply cut before its end is failed, and must not be cached: agg2's first answer is cut.
+    s.script(
+        "agg2",
+        vec![
+            Reply::raw(vec![support::Piece::Bytes(
+                2,
+                support::sse_chunk("half an answer").into_bytes(),
+            )]),
+            Reply::text(&["Answer ", "from ", "agg2."], 2, 2),
+        ],
+    );
+    let home = home_with(&s);
+    let h = home.path();
+    let (prompts, variants) = (h.join("prompts.jsonl"), h.join("variants.toml"));
+    let tune = |out: &str, extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "tune",
+            "--preset",
+            "mini",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--variants",
+            variants.to_str().unwrap(),
+            "--judge",
+            "fake/judge",
+            "--json",
+            "--concurrency",
+            "1",
+            "--out",
+            h.join(out).to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            moa(h, &a).await
+        }
+    };
+    let first = tune("a", &[]).await;
+    // One prompt's "other" variant failed (the cut reply): exit 1, and it is not cached.
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    let sent = s.log().len();
+    let sum: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(sum["cache"]["hits"], 0);
+    assert_eq!(sum["cache"]["misses"].as_u64().unwrap() as usize, sent);
+
+    // Another folder, the same calls: only the one that failed is sent again.
+    let agg2 = s.requests_for("agg2").len();
+    let second = tune("b", &[]).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(s.requests_for("agg2").len(), agg2 + 1);
+    // ...and the judge, on the pair it could not judge before (both orders).
+    assert_eq!(s.log().len(), sent + 3, "only what was missing is sent");
+    let sum: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(sum["cache"]["misses"], 3);
+    assert!(
+        sum["cache"]["hits"].as_u64().unwrap() > 10,
+        "{}",
+        sum["cache"]
+    );
+    // The answers are the ones first given, and the records say they were cached.
+    let results = std::fs::read_to_string(h.join("b/results.jsonl")).unwrap();
+    assert!(results.contains("\"cached\":true"), "{results}");
+
+    // moa eval on the same prompts reuses the proposers' and the aggregator's answers.
+    let before = s.log().len();
+    let eval = moa(
+        h,
+        &[
+            "eval",
+            "--preset",
+            "mini",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--no-baseline",
+            "--json",
+            "--out",
+            h.join("ev").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(eval.status.code(), Some(0), "{}", text(&eval.stderr));
+    assert_eq!(s.log().len(), before, "eval sent calls tune had made");
+    let sum: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(sum["cache"]["hits"].as_u64().unwrap() >= 3 * 3);
+
+    // --no-cache sends every call.
+    let before = s.log().len();
+    let fresh = tune("c", &["--no-cache"]).await;
+    assert_eq!(fresh.status.code(), Some(0), "{}", text(&fresh.stderr));
+    // (All of the first run's calls, and the pair the cut reply kept from the judge then.)
+    assert_eq!(s.log().len() - before, sent + 2);
+    let sum: Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(sum["cache"]["hits"], 0);
+}

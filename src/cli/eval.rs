@@ -39,6 +39,10 @@ pub struct EvalArgs {
     /// Print the summary as JSON (moa.eval/1) instead of the report.
     #[arg(long)]
     pub json: bool,
+    /// Send every call, even one whose complete answer is in the call cache (the cache is under
+    /// the data folder, shared by moa eval and moa tune; identical calls are answered from it).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Compare two evaluation folders instead of running one.
     #[arg(long, num_args = 2, value_names = ["DIR_A", "DIR_B"], conflicts_with_all = ["preset", "prompts"])]
     pub compare: Option<Vec<PathBuf>>,
@@ -114,7 +118,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
         )
     });
     let plan = Plan {
-        engine: s.engine.clone(),
+        engine: s.engine_with_cache(!args.no_cache),
         preset: Arc::new(preset),
         baseline,
         judge,
@@ -185,7 +189,8 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
         );
     }
     let meta = eval::load_meta(&out).map_err(|e| CliError::failed(e.to_string()))?;
-    let summary = eval::summarize(&meta, &items, &results, skipped, &out);
+    let mut summary = eval::summarize(&meta, &items, &results, skipped, &out);
+    summary.cache = plan.engine.registry.cache().map(|c| c.stats());
     write_reports(&summary)?;
     if args.json {
         println!(

@@ -264,7 +264,7 @@ impl Printer {
 
     fn progress(&self, line: String) {
         if !self.quiet {
-            crate::safe_eprintln!("{line}");
+            self.stdout.progress(&line);
         }
     }
 
@@ -428,36 +428,63 @@ fn call_line(label: &str, c: &CallRecord) -> String {
 
 /// Streamed text goes to stdout from a thread of its own: a blocked stdout (a pager nobody reads)
 /// must not stall the runtime that reads the provider streams, or their idle timeouts fire.
+///
+/// When stdout and stderr are one terminal, progress lines go through the same thread, so that a
+/// person reads them after the answer text that came before them: written straight to stderr they
+/// overtook the queued answer and landed in the middle of its line. When stdout is a pipe they go
+/// straight to stderr, so that a stalled reader of stdout does not hold back the progress shown.
 struct StdoutWriter {
-    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    tx: Option<std::sync::mpsc::Sender<Piece>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    ordered: bool,
+}
+
+enum Piece {
+    Out(Vec<u8>),
+    Err(String),
 }
 
 impl StdoutWriter {
     fn start() -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Piece>();
         let thread = std::thread::Builder::new()
             .name("moa-stdout".into())
             .spawn(move || {
                 let mut out = std::io::stdout();
                 for piece in rx {
-                    let _ = out.write_all(&piece).and_then(|()| out.flush());
+                    match piece {
+                        Piece::Out(bytes) => {
+                            let _ = out.write_all(&bytes).and_then(|()| out.flush());
+                        }
+                        Piece::Err(line) => crate::safe_eprintln!("{line}"),
+                    }
                 }
             })
             .ok();
         StdoutWriter {
             tx: thread.is_some().then_some(tx),
             thread,
+            ordered: crate::text::sanitize::stdout_is_terminal()
+                && crate::text::sanitize::stderr_is_terminal(),
         }
     }
 
     fn write(&self, bytes: &[u8]) {
         match &self.tx {
-            Some(tx) if tx.send(bytes.to_vec()).is_ok() => {}
+            Some(tx) if tx.send(Piece::Out(bytes.to_vec())).is_ok() => {}
             _ => {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(bytes).and_then(|()| out.flush());
             }
+        }
+    }
+
+    /// A progress line for stderr, after the answer text queued before it when both streams are
+    /// one terminal.
+    fn progress(&self, line: &str) {
+        match &self.tx {
+            Some(tx) if self.ordered && tx.send(Piece::Err(line.to_string())).is_ok() => {}
+            _ => crate::safe_eprintln!("{line}"),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct TuneArgs {
     /// Print the summary as JSON (moa.tune/1) instead of the report.
     #[arg(long)]
     pub json: bool,
+    /// Send every call, even one whose complete answer is in the call cache (the cache is under
+    /// the data folder, shared by moa eval and moa tune; identical calls are answered from it).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> {
@@ -112,7 +116,7 @@ pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> 
         )
     });
     let plan = Plan {
-        engine: s.engine.clone(),
+        engine: s.engine_with_cache(!args.no_cache),
         preset: Arc::new(preset),
         variants,
         judge,

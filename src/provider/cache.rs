@@ -34,6 +34,13 @@ pub struct CachedAnswer {
     pub finish_reason: Option<String>,
 }
 
+/// Hits and misses of one command's calls, for its report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
 pub struct CallCache {
     dir: PathBuf,
     max_bytes: u64,
@@ -123,6 +130,13 @@ impl CallCache {
         } else {
             now
         });
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits(),
+            misses: self.misses(),
+        }
     }
 
     pub fn hits(&self) -> u64 {

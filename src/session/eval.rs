@@ -596,6 +596,9 @@ pub struct Summary {
     /// True when some model had no price: costs are then lower bounds.
     pub cost_incomplete: bool,
     pub agreement: Vec<StepAgreement>,
+    /// The call cache in this run; null with --no-cache (and in `--compare`).
+    #[serde(default)]
+    pub cache: Option<crate::provider::cache::CacheStats>,
     pub out: PathBuf,
 }
 
@@ -719,6 +722,7 @@ pub fn summarize(
                 })
             })
             .collect(),
+        cache: None,
         out: out.to_path_buf(),
     }
 }

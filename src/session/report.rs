@@ -117,6 +117,13 @@ pub fn text(s: &Summary) -> String {
             );
         }
     }
+    if let Some(c) = s.cache.as_ref().filter(|c| c.hits > 0) {
+        let _ = writeln!(
+            o,
+            "\nCall cache: {} answers reused, {} calls made (--no-cache makes every call).",
+            c.hits, c.misses
+        );
+    }
     let _ = writeln!(
         o,
         "\nResults: {} (results.jsonl, summary.json, report.md)",

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Against, Plan, Results, TUNE_SCHEMA, Variant};
 use crate::engine::record::CallRecord;
+pub use crate::provider::cache::CacheStats;
 use crate::session::compare::fmt_cost;
 use crate::session::eval::Item;
 use crate::session::exact;
@@ -87,12 +88,6 @@ pub struct LooEffect {
     pub errors: usize,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-}
-
 /// The proposers' share, paid once per prompt whatever the number of variants.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Frozen {
@@ -118,6 +113,7 @@ pub struct Summary {
     pub ranking: Vec<Rank>,
     pub leave_one_out: Option<Vec<LooEffect>>,
     pub frozen: Frozen,
+    /// The call cache in this run (all zero with --no-cache).
     pub cache: CacheStats,
     /// True when some model had no price: costs are then lower bounds.
     pub cost_incomplete: bool,
@@ -173,7 +169,7 @@ fn judged(per_prompt: &[Vec<(Outcome, bool)>], seed: u64) -> Judged {
 }
 
 pub fn summarize(plan: &Plan, items: &[Item], r: &Results, skipped_done: usize) -> Summary {
-    summarize_parts(
+    let mut s = summarize_parts(
         &plan.preset.name,
         &plan.variants,
         plan.judge.as_deref(),
@@ -183,7 +179,11 @@ pub fn summarize(plan: &Plan, items: &[Item], r: &Results, skipped_done: usize) 
         r,
         skipped_done,
         &plan.out,
-    )
+    );
+    if let Some(c) = plan.engine.registry.cache() {
+        s.cache = c.stats();
+    }
+    s
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -561,6 +561,13 @@ pub fn text(s: &Summary) -> String {
     }
     if s.cost_incomplete {
         let _ = writeln!(o, "\nSome models have no price: costs are lower bounds.");
+    }
+    if s.cache.hits > 0 {
+        let _ = writeln!(
+            o,
+            "\nCall cache: {} answers reused, {} calls made (--no-cache makes every call).",
+            s.cache.hits, s.cache.misses
+        );
     }
     let _ = writeln!(o, "\nResults: {}", s.out.display());
     o
