@@ -156,13 +156,7 @@ fn pane_screen(record: &RunRecord, slot: usize) -> String {
     )
     .unwrap();
     let mut app = App::new(std::sync::Arc::new(p.clone()), vec![], false);
-    let run = SessionRun {
-        preset: p,
-        record: record.clone(),
-        kind: RunKind::Run,
-        given_responses: vec![],
-        judgements: vec![],
-    };
+    let run = SessionRun::new(p, record.clone(), RunKind::Run, vec![]);
     app.run = Some(app.run_view_from(&run));
     app.maximized = Some(PaneId::Call(0, slot));
     let (w, h) = (110, 24);

@@ -208,7 +208,16 @@ fn finished() -> App {
         created: String::new(),
         preset: "demo".into(),
         messages: vec![],
-        steps: vec![],
+        steps: vec![
+            step(
+                "propose",
+                vec![
+                    call(0, "fake/alpha", ALPHA, CallStatus::Ok, 2100, 400),
+                    call(1, "fake/bravo", BRAVO, CallStatus::Ok, 3400, 400),
+                ],
+            ),
+            step("aggregate", vec![agg.clone()]),
+        ],
         final_answer: Some(FinalAnswer {
             text: agg.text.clone(),
             source: "aggregate".into(),
@@ -231,6 +240,20 @@ fn finished() -> App {
         })),
     );
     a
+}
+
+fn step(op: &str, calls: Vec<CallRecord>) -> moa_workbench::engine::record::StepRecord {
+    moa_workbench::engine::record::StepRecord {
+        op: op.into(),
+        agreement: None,
+        agreement_method: None,
+        agreement_matrix: None,
+        responses: (0..calls.len()).map(|k| [0, k]).collect(),
+        calls,
+        shortened: None,
+        notes: vec![],
+        wall_ms: 0,
+    }
 }
 
 fn screen(app: &App, w: u16, h: u16) -> String {
@@ -382,8 +405,14 @@ fn reaggregation_with_an_edited_prompt() {
                 messages,
                 responses,
                 prompt,
+                parent,
             },
         ] => {
+            assert_eq!(
+                parent.as_deref(),
+                Some("01TEST"),
+                "a variant of the run shown"
+            );
             assert_eq!(messages.len(), 1, "the turn's own prompt, not the answer");
             assert_eq!(
                 responses,
@@ -410,7 +439,17 @@ fn reaggregation_with_an_edited_prompt() {
         created: String::new(),
         preset: "demo (re-aggregate)".into(),
         messages: vec![],
-        steps: vec![],
+        steps: vec![step(
+            "aggregate",
+            vec![call(
+                0,
+                "fake/agg",
+                "Rome? No: Paris.",
+                CallStatus::Ok,
+                900,
+                100,
+            )],
+        )],
         final_answer: Some(FinalAnswer {
             text: "Rome? No: Paris.".into(),
             source: "aggregate".into(),
@@ -435,6 +474,47 @@ fn reaggregation_with_an_edited_prompt() {
     );
     // The edited prompt stays for the next runs.
     assert_eq!(a.aggregate_prompt(), Some(edited.as_str()));
+    // Both aggregations are kept: variant A (the run's own, Together's prompt) and B (edited),
+    // B shown; its attribution is asked for off the UI thread.
+    let run = a.run.as_ref().unwrap();
+    assert_eq!(run.variants.len(), 2);
+    assert_eq!(run.variant, 1);
+    assert_eq!(run.variants[0].prompt_label, "together");
+    assert_eq!(run.variants[1].run_id, "02");
+    assert_eq!(
+        run.variants[1].given,
+        vec![(0, ALPHA.to_string()), (1, BRAVO.to_string())]
+    );
+    let s = screen(&a, 160, 45);
+    assert!(s.contains(" A together 1.2s "), "{s}");
+    assert!(s.contains(" B "), "{s}");
+    // F5 shows A again, whole; F6 goes back to B.
+    up(&mut a, key(KeyCode::F(5)));
+    assert_eq!(
+        a.pane(PaneId::Final).unwrap().text,
+        "The capital of France is **Paris**."
+    );
+    assert!(a.status.contains("variant A"), "{}", a.status);
+    up(&mut a, key(KeyCode::F(6)));
+    assert_eq!(a.pane(PaneId::Final).unwrap().text, "Rome? No: Paris.");
+    // Attribution arrives: shown under the answer, kept with the run; a copy is called out.
+    let fx = up(
+        &mut a,
+        Msg::Attributed {
+            run_id: "02".into(),
+            attribution: moa_workbench::session::variants::Attribution {
+                method: "minilm".into(),
+                slots: vec![0, 1],
+                similarity: vec![0.97, 0.41],
+                copied: Some(0),
+            },
+        },
+    );
+    assert!(matches!(fx.as_slice(), [Effect::SaveRunData { run_id, .. }] if run_id == "02"));
+    assert!(a.status.contains("copied proposer #1"), "{}", a.status);
+    let s = screen(&a, 160, 45);
+    assert!(s.contains("draws on #1 0.97  #2 0.41"), "{s}");
+    assert!(s.contains("copies #1"), "{s}");
 }
 
 #[test]
@@ -445,25 +525,26 @@ fn compare_view_and_judge() {
     assert_eq!(a.overlay, Overlay::Compare);
     let s = screen(&a, 120, 30);
     assert!(
-        s.contains("MoA (demo)") && s.contains("baseline (fake/base)"),
+        s.contains("A · together · agg") && s.contains("baseline (fake/base)"),
         "{s}"
     );
-    assert!(s.contains("MoA / baseline: latency 3.1x"), "{s}");
+    assert!(s.contains("A / baseline: latency 3.1x"), "{s}");
     let fx = up(&mut a, key(KeyCode::Char('j')));
     match fx.as_slice() {
         [
-            Effect::Judge {
+            Effect::JudgePair {
                 run_id,
                 model,
-                moa,
-                baseline,
+                a: left,
+                b: right,
                 ..
             },
         ] => {
             assert_eq!(run_id, "01TEST");
             assert_eq!(model, "fake/judge");
-            assert_eq!(moa, "The capital of France is **Paris**.");
-            assert_eq!(baseline, "Paris.");
+            assert_eq!(left.0, "01TEST");
+            assert_eq!(left.1, "The capital of France is **Paris**.");
+            assert_eq!(right, &("baseline".to_string(), "Paris.".to_string()));
         }
         other => panic!("{other:?}"),
     }
@@ -471,13 +552,12 @@ fn compare_view_and_judge() {
     // A second j while judging asks nothing.
     assert!(up(&mut a, key(KeyCode::Char('j'))).is_empty());
     let mut session = moa_workbench::session::Session::new(&[]);
-    session.runs.push(moa_workbench::session::SessionRun {
-        preset: a.preset.as_ref().clone(),
-        record: a.run.as_ref().unwrap().record.clone().unwrap(),
-        kind: Default::default(),
-        given_responses: vec![],
-        judgements: vec![],
-    });
+    session.runs.push(moa_workbench::session::SessionRun::new(
+        a.preset.as_ref().clone(),
+        a.run.as_ref().unwrap().record.clone().unwrap(),
+        Default::default(),
+        vec![],
+    ));
     a.session = Some(session);
     let (outcome, inconsistent) = moa_workbench::session::judge::combine(
         Some(moa_workbench::session::judge::Verdict::A),
@@ -492,15 +572,30 @@ fn compare_view_and_judge() {
     };
     let fx = up(
         &mut a,
-        Msg::Judged {
+        Msg::PairJudged {
             run_id: "01TEST".into(),
-            judgement: Box::new(j),
+            pair: Box::new(moa_workbench::session::variants::PairJudgement {
+                a: "01TEST".into(),
+                b: "baseline".into(),
+                judgement: j,
+            }),
         },
     );
-    assert!(matches!(fx.as_slice(), [Effect::StoreJudgement { .. }]));
+    // The run's answer against the baseline is also its MoA-vs-baseline verdict.
+    assert!(
+        matches!(
+            fx.as_slice(),
+            [Effect::StoreJudgement { .. }, Effect::SaveRunData { .. }]
+        ),
+        "{fx:?}"
+    );
     assert!(!a.compare.judging);
     assert_eq!(a.session.as_ref().unwrap().runs[0].judgements.len(), 1);
     insta::assert_snapshot!("compare", screen(&a, 120, 30));
+    // d marks the words that differ.
+    up(&mut a, key(KeyCode::Char('d')));
+    let s = screen(&a, 120, 30);
+    assert!(s.contains("differing words marked"), "{s}");
     up(&mut a, key(KeyCode::Esc));
     assert_eq!(a.overlay, Overlay::None);
 }
@@ -694,25 +789,25 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
         },
     ];
     first.final_answer.as_mut().unwrap().text = "Saved final.".into();
-    s.push_run(SessionRun {
-        preset: preset().as_ref().clone(),
-        record: first.clone(),
-        kind: RunKind::Run,
-        given_responses: vec![],
-        judgements: vec![],
-    });
+    s.push_run(SessionRun::new(
+        preset().as_ref().clone(),
+        first.clone(),
+        RunKind::Run,
+        vec![],
+    ));
     let mut second = first.clone();
     second.id = "R2".into();
     second.steps = vec![second.steps[1].clone()];
     second.steps[0].calls[0].text = "Re-aggregated final.".into();
     second.final_answer.as_mut().unwrap().text = "Re-aggregated final.".into();
-    s.push_run(SessionRun {
-        preset: preset().as_ref().clone(),
-        record: second,
-        kind: RunKind::Reaggregate,
-        given_responses: vec!["Saved alpha.".into(), "Saved bravo.".into()],
-        judgements: vec![],
-    });
+    let mut reagg = SessionRun::new(
+        preset().as_ref().clone(),
+        second,
+        RunKind::Reaggregate,
+        vec!["Saved alpha.".into(), "Saved bravo.".into()],
+    );
+    reagg.parent = Some("R1".into());
+    s.push_run(reagg);
 
     let mut a = app();
     let fx = up(&mut a, key_mod(KeyCode::Char('o'), KeyModifiers::CONTROL));
@@ -758,9 +853,13 @@ fn sessions_browser_opens_a_saved_session_and_browses_its_runs() {
     assert_eq!(a.shown_run, Some(1));
     assert_eq!(a.pane(PaneId::Final).unwrap().text, "Re-aggregated final.");
     assert_eq!(a.pane(PaneId::Call(0, 1)).unwrap().text, "Saved bravo.");
-    // Alt+Left: the first run, with its agreement.
+    // Alt+Left: the first run, with its agreement, and both of its aggregations as variants:
+    // the re-aggregation (B, the newest) shown, A a key away.
     up(&mut a, key_mod(KeyCode::Left, KeyModifiers::ALT));
     assert_eq!(a.shown_run, Some(0));
+    assert_eq!(a.run.as_ref().unwrap().variants.len(), 2);
+    assert_eq!(a.pane(PaneId::Final).unwrap().text, "Re-aggregated final.");
+    up(&mut a, key(KeyCode::F(5)));
     assert_eq!(a.pane(PaneId::Final).unwrap().text, "Saved final.");
     assert_eq!(a.pane(PaneId::Call(0, 0)).unwrap().status, PaneStatus::Done);
     assert_eq!(

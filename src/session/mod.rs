@@ -10,6 +10,7 @@ pub mod recorder;
 pub mod report;
 pub mod stats;
 pub mod store;
+pub mod variants;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,36 @@ pub struct SessionRun {
     pub given_responses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub judgements: Vec<judge::Judgement>,
+    /// A re-aggregation's run: the run whose answers it aggregated (it is a variant of that run's
+    /// aggregation; see `variants`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Which of the answers it was given this run's aggregation drew on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<variants::Attribution>,
+    /// Verdicts between two of this run's variants (or one and the baseline), kept on the run
+    /// whose variants they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pair_judgements: Vec<variants::PairJudgement>,
+    /// This aggregation again without each proposer's answer, judged against it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leave_one_out: Vec<variants::LooEntry>,
+}
+
+impl SessionRun {
+    pub fn new(preset: Preset, record: RunRecord, kind: RunKind, given: Vec<String>) -> Self {
+        SessionRun {
+            preset,
+            record,
+            kind,
+            given_responses: given,
+            judgements: Vec::new(),
+            parent: None,
+            attribution: None,
+            pair_judgements: Vec::new(),
+            leave_one_out: Vec::new(),
+        }
+    }
 }
 
 /// What a saved run was.

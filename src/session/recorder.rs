@@ -82,6 +82,7 @@ struct Partial {
     messages: Vec<Message>,
     kind: RunKind,
     given: Vec<String>,
+    parent: Option<String>,
     id: String,
     created: String,
     ops: Vec<&'static str>,
@@ -136,6 +137,7 @@ impl Recorder {
             messages: messages.to_vec(),
             kind,
             given,
+            parent: None,
             id: String::new(),
             created: super::rfc3339(time::OffsetDateTime::now_utc()),
             ops: Vec::new(),
@@ -147,6 +149,13 @@ impl Recorder {
         });
         // The first snapshot comes a second in: a run shorter than that is written once, at its end.
         self.last_save = Instant::now();
+    }
+
+    /// The run under way re-aggregates run `parent`'s answers: it is one of that run's variants.
+    pub fn set_parent(&mut self, parent: String) {
+        if let Some(p) = self.partial.as_mut() {
+            p.parent = Some(parent);
+        }
     }
 
     pub fn event(&mut self, ev: &RunEvent) {
@@ -200,13 +209,9 @@ impl Recorder {
         let Some(p) = self.partial.take() else {
             return;
         };
-        self.session.push_run(SessionRun {
-            preset: p.preset,
-            record,
-            kind: p.kind,
-            given_responses: p.given,
-            judgements: Vec::new(),
-        });
+        let mut run = SessionRun::new(p.preset, record, p.kind, p.given);
+        run.parent = p.parent;
+        self.session.push_run(run);
         self.save();
     }
 
@@ -282,9 +287,9 @@ impl Partial {
                 .map(|(_, c)| c.clone())
                 .next()
         });
-        SessionRun {
-            preset: self.preset.clone(),
-            record: RunRecord {
+        let mut run = SessionRun::new(
+            self.preset.clone(),
+            RunRecord {
                 schema: RUN_SCHEMA.into(),
                 id: self.id.clone(),
                 created: self.created.clone(),
@@ -297,10 +302,11 @@ impl Partial {
                 usage,
                 cancelled: false,
             },
-            kind: self.kind,
-            given_responses: self.given.clone(),
-            judgements: Vec::new(),
-        }
+            self.kind,
+            self.given.clone(),
+        );
+        run.parent = self.parent.clone();
+        run
     }
 }
 

@@ -357,11 +357,19 @@ pub fn merge(disk: Session, mine: &Session) -> Session {
     for r in &mine.runs {
         match runs.iter_mut().find(|d| d.record.id == r.record.id) {
             Some(d) => {
+                // Verdicts are added by whoever judged (`moa sessions judge`, the workbench):
+                // both sides' are kept.
                 let theirs = std::mem::take(&mut d.judgements);
+                let their_pairs = std::mem::take(&mut d.pair_judgements);
                 *d = r.clone();
                 for j in theirs {
                     if !d.judgements.contains(&j) {
                         d.judgements.push(j);
+                    }
+                }
+                for j in their_pairs {
+                    if !d.pair_judgements.contains(&j) {
+                        d.pair_judgements.push(j);
                     }
                 }
             }
@@ -522,6 +530,10 @@ mod tests {
             kind: super::super::RunKind::Run,
             given_responses: Vec::new(),
             judgements: Vec::new(),
+            parent: None,
+            attribution: None,
+            pair_judgements: Vec::new(),
+            leave_one_out: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! measured by grapheme and lines wrapped (`wrap`). The workbench's panes and the CLI's printers
 //! share it, so a code answer looks the same in both.
 
+pub mod diff;
 pub mod sanitize;
 pub mod wrap;
 

@@ -9,6 +9,7 @@ pub mod markdown;
 pub mod overlay;
 pub mod state;
 pub mod update;
+pub mod variants;
 pub mod view;
 
 use std::io::Write;
@@ -245,18 +246,18 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
             messages,
             responses,
             prompt,
+            parent,
         } => match s
             .engine
             .reaggregate(&app.preset, prompt, messages.clone(), responses.clone())
         {
             Ok(h) => {
                 let preset = app.preset.clone();
-                io.recorder(app, &messages).begin(
-                    &preset,
-                    &messages,
-                    RunKind::Reaggregate,
-                    responses,
-                );
+                let r = io.recorder(app, &messages);
+                r.begin(&preset, &messages, RunKind::Reaggregate, responses);
+                if let Some(p) = parent {
+                    r.set_parent(p);
+                }
                 forward(h, io)
             }
             Err(e) => {
@@ -328,23 +329,88 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
                 }
             });
         }
-        Effect::Judge {
+        Effect::JudgePair {
             run_id,
             model,
             question,
-            moa,
-            baseline,
+            a,
+            b,
         } => {
             let engine = s.engine.clone();
             let tx = io.tx.clone();
             tokio::spawn(async move {
-                let j =
-                    crate::session::judge::judge(&engine, &model, &question, &moa, &baseline).await;
-                let _ = tx.send(Msg::Judged {
+                let judgement = crate::session::judge::judge_pair(
+                    &engine,
+                    &model,
+                    &question,
+                    (&a.0, &a.1),
+                    (&b.0, &b.1),
+                )
+                .await;
+                let pair = crate::session::variants::PairJudgement {
+                    a: a.0,
+                    b: b.0,
+                    judgement,
+                };
+                let _ = tx.send(Msg::PairJudged {
                     run_id,
-                    judgement: Box::new(j),
+                    pair: Box::new(pair),
                 });
             });
+        }
+        Effect::Attribute {
+            run_id,
+            answer,
+            given,
+        } => {
+            // The scorer may embed with MiniLM: CPU work, off the UI thread.
+            let scorer = s.engine.scorer.clone();
+            let tx = io.tx.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(attribution) =
+                    crate::session::variants::attribute(scorer.as_ref(), &answer, &given)
+                {
+                    let _ = tx.send(Msg::Attributed {
+                        run_id,
+                        attribution,
+                    });
+                }
+            });
+        }
+        Effect::LeaveOneOut {
+            run_id,
+            messages,
+            agent,
+            prompt,
+            given,
+            full,
+            judge,
+        } => {
+            let engine = s.engine.clone();
+            let preset = app.preset.clone();
+            let tx = io.tx.clone();
+            tokio::spawn(async move {
+                let entries = crate::session::variants::leave_one_out(
+                    &engine,
+                    &preset,
+                    &messages,
+                    &agent,
+                    &prompt,
+                    &given,
+                    &full,
+                    judge.as_deref(),
+                )
+                .await;
+                let _ = tx.send(Msg::LooDone { run_id, entries });
+            });
+        }
+        Effect::SaveRunData { run_id, data } => {
+            if let Some(r) = io.recorder.as_mut()
+                && let Some(run) = r.session.runs.iter_mut().find(|x| x.record.id == run_id)
+            {
+                data.apply(run);
+                r.save();
+            }
         }
         Effect::StoreJudgement { run_id, judgement } => {
             if let Some(r) = io.recorder.as_mut()

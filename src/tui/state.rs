@@ -11,6 +11,8 @@ use crate::engine::events::Stage;
 use crate::engine::preset::{AgentSpec, Preset, Step};
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::provider::Message;
+use crate::session::RunKind;
+use crate::session::variants::{Attribution, LooEntry, PairJudgement};
 
 use super::markdown::Markdown;
 pub use super::overlay::Overlay;
@@ -186,6 +188,44 @@ pub enum AgentRef {
     Baseline,
 }
 
+/// One aggregation of a run's answers: the run's own (A) or a re-aggregation (B, C, …) with
+/// another prompt, model or temperature. Each is kept whole; the aggregator pane shows the one
+/// selected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantView {
+    /// The run that made it: the run itself for A, the re-aggregation's run for the others.
+    pub run_id: String,
+    /// A template's name, or "edited".
+    pub prompt_label: String,
+    /// What it ran with (leave-one-out runs it again without one answer).
+    pub agent: AgentSpec,
+    pub prompt: String,
+    pub call: CallRecord,
+    /// The answers it aggregated, by proposer slot.
+    pub given: Vec<(usize, String)>,
+    pub attribution: Option<Attribution>,
+    pub loo: Vec<LooEntry>,
+}
+
+/// "A", "B", … "Z", then "27", "28": how variants are named on screen.
+pub fn variant_letter(i: usize) -> String {
+    if i < 26 {
+        ((b'A' + i as u8) as char).to_string()
+    } else {
+        (i + 1).to_string()
+    }
+}
+
+/// One side of the compare view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Variant `i` of the run.
+    Variant(usize),
+    /// The run's final answer, for pipelines that do not end with an aggregation.
+    Final,
+    Baseline,
+}
+
 /// One run on screen.
 pub struct RunView {
     pub id: String,
@@ -197,6 +237,51 @@ pub struct RunView {
     pub started: std::time::Instant,
     /// The aggregator prompt the final answer was made with: a template's name, or "edited".
     pub aggregator_prompt: Option<String>,
+    /// Every aggregation of this run's answers, in the order made; `variant` is the one shown.
+    pub variants: Vec<VariantView>,
+    pub variant: usize,
+    /// Verdicts between two of the variants, or one and the baseline.
+    pub pair_judgements: Vec<PairJudgement>,
+    /// Leave-one-out is running for this variant's run id.
+    pub loo_running: Option<String>,
+}
+
+impl RunView {
+    /// The variant shown in the aggregator pane.
+    pub fn shown_variant(&self) -> Option<&VariantView> {
+        self.variants.get(self.variant)
+    }
+
+    /// The id the compare view and the saved verdicts name a side by.
+    pub fn side_id(&self, side: Side) -> Option<String> {
+        match side {
+            Side::Variant(i) => self.variants.get(i).map(|v| v.run_id.clone()),
+            Side::Final => self.record.as_ref().map(|r| r.id.clone()),
+            Side::Baseline => self
+                .record
+                .as_ref()
+                .and_then(|r| r.baseline.as_ref())
+                .map(|_| crate::session::variants::BASELINE.to_string()),
+        }
+    }
+
+    /// The sides the compare view can show, in order: the variants (or the final answer), then
+    /// the baseline.
+    pub fn sides(&self) -> Vec<Side> {
+        let mut v: Vec<Side> = if self.variants.is_empty() {
+            self.record
+                .as_ref()
+                .filter(|r| r.final_answer.is_some())
+                .map(|_| vec![Side::Final])
+                .unwrap_or_default()
+        } else {
+            (0..self.variants.len()).map(Side::Variant).collect()
+        };
+        if self.record.as_ref().is_some_and(|r| r.baseline.is_some()) {
+            v.push(Side::Baseline);
+        }
+        v
+    }
 }
 
 /// What the workbench is doing. One value, so that no two run kinds can be under way at once.
@@ -294,6 +379,8 @@ pub struct App {
     pub compare: CompareState,
     /// The judge for the compare view (config `judge_model`, else the aggregator's model).
     pub judge_model: Option<String>,
+    /// What the re-aggregation under way runs with: it becomes a variant when it ends.
+    pub pending_variant: Option<super::variants::Pending>,
     /// Where each pane was drawn in the last frame (for the mouse wheel).
     pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
 }
@@ -339,6 +426,7 @@ impl App {
             agents: AgentsState::default(),
             compare: CompareState::default(),
             judge_model: None,
+            pending_variant: None,
             areas: Default::default(),
         }
     }
@@ -383,6 +471,47 @@ impl App {
             .filter(|p| p.status == PaneStatus::Done && !p.text.is_empty())
             .map(|p| p.text.clone())
             .collect()
+    }
+
+    /// The answers the aggregator works on, with the slot of the proposer that gave each.
+    pub fn answers_with_slots(&self) -> Vec<(usize, String)> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        let Some(&last) = self.layer_steps().last() else {
+            return Vec::new();
+        };
+        run.steps[last]
+            .panes
+            .iter()
+            .filter(|p| p.status == PaneStatus::Done && !p.text.is_empty())
+            .map(|p| (p.slot, p.text.clone()))
+            .collect()
+    }
+
+    /// The preset's last aggregation: its agent and prompt.
+    pub fn aggregation(&self) -> Option<(AgentSpec, String)> {
+        self.preset.steps.iter().rev().find_map(|s| match s {
+            Step::Aggregate { agent, prompt } => Some((agent.clone(), prompt.clone())),
+            _ => None,
+        })
+    }
+
+    /// Show variant `i` in the aggregator pane.
+    pub fn select_variant(&mut self, i: usize) {
+        let color = self.color;
+        let Some(run) = self.run.as_mut() else { return };
+        let Some(v) = run.variants.get(i).cloned() else {
+            return;
+        };
+        run.variant = i;
+        run.aggregator_prompt = Some(v.prompt_label.clone());
+        if let Some(fs) = run.final_step
+            && let Some(p) = run.steps.get_mut(fs).and_then(|s| s.panes.last_mut())
+        {
+            *p = Pane::new(0, &v.call.model, v.call.temperature, color);
+            p.finish(&v.call);
+        }
     }
 
     /// A fresh view for a run of the current preset: one pane per call known in advance.
@@ -432,6 +561,10 @@ impl App {
             record: None,
             aggregator_prompt: self.aggregate_prompt_label(None),
             started: self.now,
+            variants: Vec::new(),
+            variant: 0,
+            pair_judgements: Vec::new(),
+            loo_running: None,
         }
     }
 
@@ -464,7 +597,6 @@ impl App {
 
     /// The view of a saved run: panes filled from its record.
     pub fn run_view_from(&self, run: &crate::session::SessionRun) -> RunView {
-        use crate::session::RunKind;
         let record = &run.record;
         let mut view = self.new_run_view(record.id.clone());
         view.baseline = record
@@ -523,7 +655,88 @@ impl App {
             p.finish(b);
         }
         view.record = Some(record.clone());
+        if run.kind == RunKind::Run {
+            self.restore_variants(&mut view, run);
+        }
         view
+    }
+
+    /// A saved run's variants (its aggregation and the re-aggregations of its answers), with
+    /// what was learnt about them; the newest is shown.
+    fn restore_variants(&self, view: &mut RunView, run: &crate::session::SessionRun) {
+        let Some(session) = &self.session else { return };
+        let layer = (0..view.steps.len())
+            .rev()
+            .find(|i| Some(*i) != view.final_step && !view.steps[*i].panes.is_empty());
+        let slots: Vec<(usize, String)> = layer
+            .map(|l| {
+                view.steps[l]
+                    .panes
+                    .iter()
+                    .filter(|p| p.status == PaneStatus::Done && !p.text.is_empty())
+                    .map(|p| (p.slot, p.text.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, r) in session.variants(&run.record.id).into_iter().enumerate() {
+            let call = if i == 0 {
+                r.aggregated().cloned()
+            } else {
+                r.record
+                    .steps
+                    .first()
+                    .and_then(|s| s.calls.first())
+                    .cloned()
+            };
+            let Some(call) = call else { continue };
+            let given: Vec<(usize, String)> = if r.given_responses.is_empty() {
+                slots.clone()
+            } else {
+                // A re-aggregation keeps the texts it was given: find each one's proposer.
+                r.given_responses
+                    .iter()
+                    .enumerate()
+                    .map(|(k, t)| {
+                        let slot = slots.iter().find(|(_, x)| x == t).map_or(k, |(s, _)| *s);
+                        (slot, t.clone())
+                    })
+                    .collect()
+            };
+            let (agent, prompt) = r
+                .preset
+                .steps
+                .iter()
+                .rev()
+                .find_map(|s| match s {
+                    Step::Aggregate { agent, prompt } => Some((agent.clone(), prompt.clone())),
+                    _ => None,
+                })
+                .unwrap_or_else(|| (AgentSpec::model(&call.model), String::new()));
+            view.variants.push(VariantView {
+                run_id: r.record.id.clone(),
+                prompt_label: self
+                    .aggregate_prompt_label(Some(&prompt))
+                    .unwrap_or_else(|| "edited".into()),
+                agent,
+                prompt,
+                call,
+                given,
+                attribution: r.attribution.clone(),
+                loo: r.leave_one_out.clone(),
+            });
+        }
+        view.pair_judgements = run.pair_judgements.clone();
+        if let Some(last) = view.variants.len().checked_sub(1) {
+            view.variant = last;
+            let v = view.variants[last].clone();
+            view.aggregator_prompt = Some(v.prompt_label.clone());
+            if let Some(fs) = view.final_step
+                && let Some(p) = view.steps.get_mut(fs).and_then(|s| s.panes.last_mut())
+            {
+                *p = Pane::new(0, &v.call.model, v.call.temperature, self.color);
+                p.finish(&v.call);
+            }
+        }
     }
 
     /// The steps that show proposer-style panes (several calls side by side).

@@ -18,6 +18,7 @@ use crate::session::Session;
 use crate::session::judge::Judgement;
 use crate::session::recorder::SaveReport;
 use crate::session::store::Summary;
+use crate::session::variants::{Attribution, LooEntry, PairJudgement, RunData};
 
 pub enum Msg {
     Key(KeyEvent),
@@ -50,9 +51,20 @@ pub enum Msg {
         errors: Vec<String>,
         done: bool,
     },
-    Judged {
+    /// A verdict between two answers of run `run_id` (its variants, or one and the baseline).
+    PairJudged {
         run_id: String,
-        judgement: Box<Judgement>,
+        pair: Box<PairJudgement>,
+    },
+    /// Which proposers a variant (by its run id) drew on.
+    Attributed {
+        run_id: String,
+        attribution: Attribution,
+    },
+    /// Leave-one-out finished for the variant made by run `run_id`.
+    LooDone {
+        run_id: String,
+        entries: Vec<LooEntry>,
     },
 }
 
@@ -62,11 +74,13 @@ pub enum Effect {
         messages: Vec<Message>,
         baseline: bool,
     },
-    /// Run only the aggregator again on these answers (with this prompt, when given).
+    /// Run only the aggregator again on these answers (with this prompt, when given): a new
+    /// variant of run `parent`'s aggregation.
     Reaggregate {
         messages: Vec<Message>,
         responses: Vec<String>,
         prompt: Option<String>,
+        parent: Option<String>,
     },
     Cancel,
     /// Put text on the clipboard (OSC 52).
@@ -82,16 +96,41 @@ pub enum Effect {
     /// The next run starts a new session.
     NewSession,
     ListModels,
-    Judge {
+    /// Judge two answers of run `run_id` in both orders; `a` and `b` name them (variant run ids,
+    /// or `baseline`).
+    JudgePair {
         run_id: String,
         model: String,
         question: String,
-        moa: String,
-        baseline: String,
+        a: (String, String),
+        b: (String, String),
     },
+    /// A MoA-vs-baseline verdict, kept with the run as `moa sessions judge` keeps it.
     StoreJudgement {
         run_id: String,
         judgement: Box<Judgement>,
+    },
+    /// Similarity of a variant's answer to each answer it aggregated (off the UI thread).
+    Attribute {
+        run_id: String,
+        answer: String,
+        given: Vec<(usize, String)>,
+    },
+    /// Aggregate again once per proposer without that proposer's answer (concurrently), and
+    /// judge each against the full answer when there is a judge.
+    LeaveOneOut {
+        run_id: String,
+        messages: Vec<Message>,
+        agent: AgentSpec,
+        prompt: String,
+        given: Vec<(usize, String)>,
+        full: String,
+        judge: Option<String>,
+    },
+    /// Keep what was learnt about a saved run with it in the session file.
+    SaveRunData {
+        run_id: String,
+        data: RunData,
     },
 }
 
@@ -110,10 +149,7 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
         }
         Msg::Mouse(m) => mouse(app, m),
         Msg::Resize | Msg::Tick => vec![],
-        Msg::Run(ev) => {
-            run_event(app, *ev, now);
-            vec![]
-        }
+        Msg::Run(ev) => run_event(app, *ev, now),
         Msg::RunLost(why) => {
             app.mode = RunMode::Idle;
             app.pending_prompt = None;
@@ -184,27 +220,12 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
             picker::listed(app, models, errors, done);
             vec![]
         }
-        Msg::Judged { run_id, judgement } => {
-            app.compare.judging = false;
-            app.status = format!(
-                "judge {}: MoA {}{}",
-                judgement.judge_model,
-                judgement.outcome.as_str(),
-                if judgement.inconsistent {
-                    " (inconsistent: the orders disagreed)"
-                } else {
-                    ""
-                }
-            );
-            if let Some(r) = app
-                .session
-                .as_mut()
-                .and_then(|s| s.runs.iter_mut().find(|r| r.record.id == run_id))
-            {
-                r.judgements.push((*judgement).clone());
-            }
-            vec![Effect::StoreJudgement { run_id, judgement }]
-        }
+        Msg::PairJudged { run_id, pair } => super::variants::pair_judged(app, run_id, *pair),
+        Msg::Attributed {
+            run_id,
+            attribution,
+        } => super::variants::attributed(app, run_id, attribution),
+        Msg::LooDone { run_id, entries } => super::variants::loo_done(app, run_id, entries),
     }
 }
 
@@ -281,7 +302,7 @@ fn act(app: &mut App, action: Action) -> Vec<Effect> {
         Action::FocusNext => cycle_focus(app, 1),
         Action::FocusPrev => cycle_focus(app, -1),
         Action::Maximize => toggle_maximize(app),
-        Action::Compare => app.overlay = Overlay::Compare,
+        Action::Compare => overlay::compare::open(app),
         Action::Agents => agents::open(app),
         Action::Sessions if !busy => return sessions::open(app),
         Action::RunPrev if !busy => sessions::step_run(app, -1),
@@ -289,6 +310,9 @@ fn act(app: &mut App, action: Action) -> Vec<Effect> {
         Action::LayerPrev => switch_layer(app, -1),
         Action::LayerNext => switch_layer(app, 1),
         Action::Reaggregate if !busy => return reaggregate(app, None),
+        Action::VariantPrev => super::variants::step(app, -1),
+        Action::VariantNext => super::variants::step(app, 1),
+        Action::LeaveOneOut => return super::variants::leave_one_out(app),
         Action::EditPrompt => prompt::open(app),
         Action::ToggleBaseline => {
             app.baseline_on = !app.baseline_on;
@@ -403,19 +427,35 @@ pub fn reaggregate(app: &mut App, prompt: Option<String>) -> Vec<Effect> {
         return vec![];
     }
     let label = app.aggregate_prompt_label(prompt.as_deref());
+    // The answer shown stays whole as its variant; the new one becomes the next.
     if let Some(p) = app.pane_by_id_mut(PaneId::Final) {
         p.reset();
     }
+    let given = app.answers_with_slots();
+    let pending = app
+        .aggregation()
+        .map(|(agent, base_prompt)| super::variants::Pending {
+            prompt_label: label.clone().unwrap_or_else(|| "edited".into()),
+            agent,
+            prompt: prompt.clone().unwrap_or(base_prompt),
+            given,
+        });
+    let parent = app
+        .run
+        .as_ref()
+        .and_then(|r| r.record.as_ref())
+        .map(|r| r.id.clone());
     if let Some(r) = app.run.as_mut() {
-        r.record = None;
         r.aggregator_prompt = label;
     }
+    app.pending_variant = pending;
     app.mode = RunMode::Reaggregating;
     app.status = format!("re-running the aggregator on {} answers…", responses.len());
     vec![Effect::Reaggregate {
         messages: app.last_messages.clone(),
         responses,
         prompt,
+        parent,
     }]
 }
 
@@ -565,7 +605,7 @@ fn switch_layer(app: &mut App, dir: i32) {
     }
 }
 
-fn run_event(app: &mut App, ev: RunEvent, now: Instant) {
+fn run_event(app: &mut App, ev: RunEvent, now: Instant) -> Vec<Effect> {
     // A re-aggregation is a one-step run: its step 0 is the aggregator shown in the final pane.
     let ev = match app.mode {
         RunMode::Reaggregating => match app.run.as_ref().and_then(|r| r.final_step) {
@@ -649,12 +689,13 @@ fn run_event(app: &mut App, ev: RunEvent, now: Instant) {
         RunEvent::StepDone { .. } => {}
         RunEvent::RunDone { record } => {
             let mode = std::mem::replace(&mut app.mode, RunMode::Idle);
-            run_done(app, mode, *record);
+            return run_done(app, mode, *record);
         }
     }
+    vec![]
 }
 
-fn run_done(app: &mut App, mode: RunMode, record: crate::engine::record::RunRecord) {
+fn run_done(app: &mut App, mode: RunMode, record: crate::engine::record::RunRecord) -> Vec<Effect> {
     match mode {
         RunMode::RerunProposer { .. } => {
             let ok = record
@@ -668,24 +709,11 @@ fn run_done(app: &mut App, mode: RunMode, record: crate::engine::record::RunReco
                 "the proposer's re-run failed: see its pane".into()
             };
         }
-        RunMode::Reaggregating => match &record.final_answer {
-            Some(f) if f.status == CallStatus::Ok => {
-                // The new answer replaces the old one as this turn's reply.
-                if let Some(last) = app
-                    .conversation
-                    .last_mut()
-                    .filter(|m| m.role == Role::Assistant)
-                {
-                    last.content = f.text.clone();
-                }
-                app.status = format!(
-                    "re-aggregated in {:.1} s ({})",
-                    record.wall_ms as f64 / 1000.0,
-                    f.source
-                );
-            }
-            _ => app.status = "re-aggregation produced no answer".into(),
-        },
+        RunMode::Reaggregating => {
+            let fx = super::variants::reaggregated(app, &record);
+            reaggregation_done(app, &record);
+            return fx;
+        }
         _ => {
             let prompt = app.pending_prompt.take();
             match (&record.final_answer, prompt) {
@@ -708,7 +736,30 @@ fn run_done(app: &mut App, mode: RunMode, record: crate::engine::record::RunReco
             if let Some(r) = app.run.as_mut() {
                 r.record = Some(record);
             }
+            return super::variants::first_variant(app);
         }
+    }
+    vec![]
+}
+
+fn reaggregation_done(app: &mut App, record: &crate::engine::record::RunRecord) {
+    match &record.final_answer {
+        Some(f) if f.status == CallStatus::Ok => {
+            // The new answer replaces the old one as this turn's reply.
+            if let Some(last) = app
+                .conversation
+                .last_mut()
+                .filter(|m| m.role == Role::Assistant)
+            {
+                last.content = f.text.clone();
+            }
+            app.status = format!(
+                "re-aggregated in {:.1} s ({}): F5/F6 switch variants, F3 compares two",
+                record.wall_ms as f64 / 1000.0,
+                f.source
+            );
+        }
+        _ => app.status = "re-aggregation produced no answer".into(),
     }
 }
 

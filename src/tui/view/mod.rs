@@ -1,7 +1,7 @@
 //! `view(&App, &mut Frame)`: draws the workbench from the state, nothing else.
 
 mod metrics;
-mod pane;
+pub(crate) mod pane;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};

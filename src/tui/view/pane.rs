@@ -118,10 +118,29 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect, id: PaneId) {
     if focused {
         block = block.border_style(styled(Color::Cyan).add_modifier(Modifier::BOLD));
     }
-    let inner = block.inner(area);
+    let mut inner = block.inner(area);
     f.render_widget(block, area);
     if inner.width == 0 || inner.height == 0 {
         return;
+    }
+    // The aggregator pane: its variants as tabs on top, what the shown one drew on at the bottom.
+    if id == PaneId::Final && inner.height >= 4 {
+        if let Some(tabs) = crate::tui::variants::tabs(app) {
+            f.render_widget(Paragraph::new(tabs), Rect { height: 1, ..inner });
+            inner.y += 1;
+            inner.height -= 1;
+        }
+        if let Some(line) = crate::tui::variants::attribution_line(app) {
+            inner.height -= 1;
+            f.render_widget(
+                Paragraph::new(line),
+                Rect {
+                    y: inner.y + inner.height,
+                    height: 1,
+                    ..inner
+                },
+            );
+        }
     }
     let mut md = p.md.borrow_mut();
     let (cached, mut extra) = md.render(&p.text, inner.width);
