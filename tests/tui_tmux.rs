@@ -130,8 +130,8 @@ async fn a_person_runs_moa_in_the_workbench() {
     // The run was saved: F3 compares it with the (cancelled) baseline; Ctrl+O lists the session.
     wait_for(&session, "✓ saved", Duration::from_secs(5));
     tmux(&["send-keys", "-t", &session, "F3"]);
-    let screen = wait_for(&session, "MoA vs baseline", Duration::from_secs(5));
-    assert!(screen.contains("MoA / baseline: latency"), "{screen}");
+    let screen = wait_for(&session, " compare ", Duration::from_secs(5));
+    assert!(screen.contains("A / baseline: latency"), "{screen}");
     assert!(screen.contains("baseline (fake/slow) (failed)"), "{screen}");
     tmux(&["send-keys", "-t", &session, "Escape"]);
     // A key right after Esc would read as Alt+key.
@@ -303,4 +303,178 @@ async fn paste_code_answers_and_a_failed_save() {
     assert!(screen.contains("not on disk"), "{screen}");
     tmux(&["kill-session", "-t", &session]);
     tmux(&["delete-buffer", "-b", &buffer]);
+}
+
+/// Tuning the aggregator as a person does: Ctrl+A keeps the first answer as variant A and makes B;
+/// F5/F6 switch; F3 compares B with A, marks the differences and judges the pair; F7 runs
+/// leave-one-out; everything comes back when the session is opened in a new workbench.
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregator_variants_compare_judge_leave_one_out_and_come_back() {
+    if !have_tmux() {
+        return;
+    }
+    let s = Server::start().await;
+    s.script(
+        "p1",
+        vec![Reply::text(&["Paris is ", "the capital."], 20, 10)],
+    );
+    s.script("p2", vec![Reply::text(&["Lyon is ", "a city."], 20, 10)]);
+    s.script(
+        "agg",
+        vec![
+            Reply::text(&["First answer: ", "Paris."], 20, 10),
+            Reply::text(&["Second answer: ", "Paris, surely."], 20, 10),
+            Reply::text(&["Without one: ", "Paris."], 20, 10),
+        ],
+    );
+    s.script("judge", vec![Reply::text(&["Hmm. [[A]]"], 10, 10)]);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("judge_model = \"fake/judge\"\n{}", s.config("")),
+    )
+    .unwrap();
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(
+        home.path().join("presets/tune.toml"),
+        "name = \"tune\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
+    )
+    .unwrap();
+    let session = format!("moa-variants-{}", std::process::id());
+    let cmd = format!(
+        "MOA_HOME={} FAKE_API_KEY=k {} --preset tune; echo EXITED=$?; sleep 30",
+        home.path().display(),
+        env!("CARGO_BIN_EXE_moa")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "150",
+        "-y",
+        "45",
+        &cmd,
+    ]);
+    wait_for(&session, "Ask something", Duration::from_secs(10));
+    tmux(&["send-keys", "-t", &session, "-l", "Capital of France?"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    wait_for(&session, "First answer: Paris.", Duration::from_secs(15));
+    wait_for(&session, "draws on #1", Duration::from_secs(10));
+
+    // Ctrl+A: a second variant; the first stays whole.
+    tmux(&["send-keys", "-t", &session, "C-a"]);
+    let screen = wait_for(
+        &session,
+        "Second answer: Paris, surely.",
+        Duration::from_secs(15),
+    );
+    assert!(screen.contains(" A together "), "{screen}");
+    assert!(screen.contains(" B together "), "{screen}");
+    assert_eq!(
+        s.requests_for("p1").len(),
+        1,
+        "proposers are not called again"
+    );
+    tmux(&["send-keys", "-t", &session, "F5"]);
+    wait_for(&session, "First answer: Paris.", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "F6"]);
+    wait_for(
+        &session,
+        "Second answer: Paris, surely.",
+        Duration::from_secs(5),
+    );
+
+    // F3: B against the other variant (no baseline in this preset), differences, a verdict.
+    tmux(&["send-keys", "-t", &session, "F3"]);
+    let screen = wait_for(&session, "B / A: latency", Duration::from_secs(5));
+    assert!(screen.contains("First answer: Paris."), "{screen}");
+    tmux(&["send-keys", "-t", &session, "d"]);
+    wait_for(&session, "differing words marked", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "j"]);
+    let screen = wait_for(
+        &session,
+        "judge fake/judge: B tie against A",
+        Duration::from_secs(10),
+    );
+    assert!(screen.contains("inconsistent"), "{screen}");
+    assert_eq!(s.requests_for("judge").len(), 2, "both orders");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // F7: leave-one-out on B: one aggregation without each answer, each judged against B.
+    let agg_before = s.requests_for("agg").len();
+    tmux(&["send-keys", "-t", &session, "F7"]);
+    wait_for(&session, "leave-one-out done", Duration::from_secs(15));
+    assert_eq!(s.requests_for("agg").len(), agg_before + 2);
+    assert_eq!(s.requests_for("judge").len(), 2 + 2 * 2);
+    assert_eq!(s.requests_for("p1").len(), 1);
+    tmux(&["send-keys", "-t", &session, "F3"]);
+    let screen = wait_for(&session, "leave-one-out on B", Duration::from_secs(5));
+    assert!(screen.contains("without #1"), "{screen}");
+    assert!(screen.contains("without #2"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for(&session, "✓ saved", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    wait_for(&session, "EXITED=0", Duration::from_secs(5));
+    tmux(&["kill-session", "-t", &session]);
+
+    // The session file keeps the variant with its parent, and what was learnt.
+    let file = std::fs::read_dir(home.path().join("sessions"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .unwrap()
+        .path();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let runs = saved["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["kind"], "reaggregate");
+    assert_eq!(runs[1]["parent"], runs[0]["record"]["id"]);
+    assert!(
+        runs[0]["attribution"]["similarity"].is_array(),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        runs[1]["attribution"]["similarity"].is_array(),
+        "{}",
+        runs[1]
+    );
+    assert_eq!(runs[0]["pair_judgements"].as_array().map(Vec::len), Some(1));
+    assert_eq!(runs[1]["leave_one_out"].as_array().map(Vec::len), Some(2));
+
+    // A new workbench opens the session: both variants, the verdict and the table are back.
+    let session = format!("moa-variants2-{}", std::process::id());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "150",
+        "-y",
+        "45",
+        &cmd,
+    ]);
+    wait_for(&session, "Ask something", Duration::from_secs(10));
+    tmux(&["send-keys", "-t", &session, "C-o"]);
+    wait_for(&session, "1 of 1 shown", Duration::from_secs(5));
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "opened session", Duration::from_secs(5));
+    assert!(screen.contains(" A together "), "{screen}");
+    assert!(screen.contains("Second answer: Paris, surely."), "{screen}");
+    tmux(&["send-keys", "-t", &session, "F3"]);
+    let screen = wait_for(&session, "leave-one-out on B", Duration::from_secs(5));
+    assert!(
+        screen.contains("judge fake/judge: B tie against A"),
+        "{screen}"
+    );
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    wait_for(&session, "EXITED=0", Duration::from_secs(5));
+    tmux(&["kill-session", "-t", &session]);
 }

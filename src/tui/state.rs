@@ -216,6 +216,21 @@ pub fn variant_letter(i: usize) -> String {
     }
 }
 
+/// Variant `i`, whole, in the view's aggregator pane.
+fn show_variant(view: &mut RunView, i: usize, color: bool) {
+    let Some(v) = view.variants.get(i).cloned() else {
+        return;
+    };
+    view.variant = i;
+    view.aggregator_prompt = Some(v.prompt_label.clone());
+    if let Some(fs) = view.final_step
+        && let Some(p) = view.steps.get_mut(fs).and_then(|s| s.panes.last_mut())
+    {
+        *p = Pane::new(0, &v.call.model, v.call.temperature, color);
+        p.finish(&v.call);
+    }
+}
+
 /// One side of the compare view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -500,17 +515,8 @@ impl App {
     /// Show variant `i` in the aggregator pane.
     pub fn select_variant(&mut self, i: usize) {
         let color = self.color;
-        let Some(run) = self.run.as_mut() else { return };
-        let Some(v) = run.variants.get(i).cloned() else {
-            return;
-        };
-        run.variant = i;
-        run.aggregator_prompt = Some(v.prompt_label.clone());
-        if let Some(fs) = run.final_step
-            && let Some(p) = run.steps.get_mut(fs).and_then(|s| s.panes.last_mut())
-        {
-            *p = Pane::new(0, &v.call.model, v.call.temperature, color);
-            p.finish(&v.call);
+        if let Some(run) = self.run.as_mut() {
+            show_variant(run, i, color);
         }
     }
 
@@ -597,6 +603,20 @@ impl App {
 
     /// The view of a saved run: panes filled from its record.
     pub fn run_view_from(&self, run: &crate::session::SessionRun) -> RunView {
+        // A re-aggregation is one of its parent run's variants: shown there, selected.
+        if run.kind == RunKind::Reaggregate
+            && let Some(parent) = self.session.as_ref().and_then(|s| {
+                s.runs
+                    .iter()
+                    .find(|r| r.kind == RunKind::Run && Some(&r.record.id) == run.parent.as_ref())
+            })
+        {
+            let mut view = self.run_view_from(parent);
+            if let Some(i) = view.variants.iter().position(|v| v.run_id == run.record.id) {
+                show_variant(&mut view, i, self.color);
+            }
+            return view;
+        }
         let record = &run.record;
         let mut view = self.new_run_view(record.id.clone());
         view.baseline = record
@@ -727,15 +747,7 @@ impl App {
         }
         view.pair_judgements = run.pair_judgements.clone();
         if let Some(last) = view.variants.len().checked_sub(1) {
-            view.variant = last;
-            let v = view.variants[last].clone();
-            view.aggregator_prompt = Some(v.prompt_label.clone());
-            if let Some(fs) = view.final_step
-                && let Some(p) = view.steps.get_mut(fs).and_then(|s| s.panes.last_mut())
-            {
-                *p = Pane::new(0, &v.call.model, v.call.temperature, self.color);
-                p.finish(&v.call);
-            }
+            show_variant(view, last, self.color);
         }
     }
 
