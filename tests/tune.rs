@@ -439,3 +439,96 @@ async fn identical_calls_are_answered_from_the_call_cache_across_commands() {
     let sum: Value = serde_json::from_slice(&fresh.stdout).unwrap();
     assert_eq!(sum["cache"]["hits"], 0);
 }
+
+/// `moa eval` against the same budget spent on one model (arXiv:2502.00674): self-moa samples one
+/// model N times and aggregates with it; best-of samples it N times and the judge picks one.
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_against_matched_budget_baselines() {
+    let s = Server::start().await;
+    s.script(
+        "judge",
+        vec![Reply::text(
+            &["Second is best.\nRanking: 2 > 1\n[[A]]"],
+            2,
+            2,
+        )],
+    );
+    let home = home_with(&s);
+    let h = home.path();
+    let prompts = h.join("two.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"One?\"}\n{\"prompt\": \"Two?\"}\n").unwrap();
+    let eval = |baseline: &str, out: &str| {
+        let args: Vec<String> = [
+            "eval",
+            "--preset",
+            "mini",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--baseline",
+            baseline,
+            "--judge",
+            "fake/judge",
+            "--no-cache",
+            "--json",
+            "--out",
+            h.join(out).to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            moa(h, &a).await
+        }
+    };
+
+    let out = eval("self-moa:fake/solo:3", "self").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let solo = s.requests_for("solo");
+    // Per prompt: three samples and one aggregation by the same model.
+    assert_eq!(solo.len(), 2 * (3 + 1));
+    let aggregations: Vec<_> = solo
+        .iter()
+        .filter(|r| system_of(r).contains("Answer from solo."))
+        .collect();
+    assert_eq!(aggregations.len(), 2);
+    let sum: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sum["baseline_model"], "self-moa:fake/solo:3");
+    assert_eq!(sum["done"], 2);
+    let j = &sum["judge"];
+    assert_eq!(j["ties"], 2, "an always-[[A]] judge: ties");
+    assert!(j["ci95_bootstrap"].is_array(), "{j}");
+    assert!(sum["avg_length"]["moa"].as_f64().unwrap() > 0.0);
+    assert!(sum["avg_length"]["baseline"].as_f64().unwrap() > 0.0);
+    // The baseline's cost and tokens are the whole pipeline's (four calls).
+    assert!(sum["tokens_per_prompt"]["baseline"].as_f64().unwrap() > 0.0);
+
+    let before = s.requests_for("solo").len();
+    let judged_before = s.requests_for("judge").len();
+    let out = eval("best-of:fake/solo", "best").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // N defaults to the preset's proposer calls (two), and the judge picks one per prompt, then
+    // judges MoA against it in both orders.
+    assert_eq!(s.requests_for("solo").len() - before, 2 * 2);
+    assert_eq!(s.requests_for("judge").len() - judged_before, 2 * (1 + 2));
+    let sum: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sum["baseline_model"], "best-of:fake/solo:2");
+
+    // A bad spec says what is wrong, and sends nothing.
+    let before = s.log().len();
+    let out = eval("self-moa:solo:3", "bad").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("PROVIDER/MODEL"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = eval("best-of:fake/solo:1", "bad").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("N must be 2 to 64"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.log().len(), before);
+}

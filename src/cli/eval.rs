@@ -17,8 +17,11 @@ pub struct EvalArgs {
     /// JSONL prompts: `prompt` (or `instruction`, or `turns`), optional `reference`.
     #[arg(long, value_name = "FILE", required_unless_present = "compare")]
     pub prompts: Option<PathBuf>,
-    /// The single model to beat (PROVIDER/MODEL); default: the preset's baseline.
-    #[arg(long, value_name = "MODEL")]
+    /// What to beat: a single model (PROVIDER/MODEL; default: the preset's baseline), or the
+    /// same budget on one model: `self-moa:MODEL[:N]` (N samples aggregated by the model itself)
+    /// or `best-of:MODEL[:N]` (N samples, the judge picks one); N defaults to the preset's
+    /// proposer calls.
+    #[arg(long, value_name = "MODEL|self-moa:MODEL[:N]|best-of:MODEL[:N]")]
     pub baseline: Option<String>,
     /// No baseline at all (then no judge either).
     #[arg(long, conflicts_with = "baseline")]
@@ -70,10 +73,18 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
             prompts_path.display()
         )));
     }
+    let (baseline_kind, baseline_model) = match &args.baseline {
+        Some(spec) => {
+            let (k, m) = eval::BaselineKind::parse(spec, eval::proposer_calls(&preset))
+                .map_err(CliError::usage)?;
+            (k, Some(m))
+        }
+        None => (eval::BaselineKind::Single, None),
+    };
     let baseline = if args.no_baseline {
         None
     } else {
-        match &args.baseline {
+        match &baseline_model {
             // The preset's baseline settings (temperature, max_tokens) with another model; else the
             // aggregator's max_tokens, so both sides may write answers of the same length.
             Some(m) => Some(match &preset.baseline {
@@ -113,7 +124,10 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
             &s.config.folders.data_dir.join("evals"),
             &preset,
             &prompts_path,
-            baseline.as_ref().map(|b| b.model.as_str()),
+            baseline
+                .as_ref()
+                .map(|b| baseline_kind.label(&b.model))
+                .as_deref(),
             judge.as_deref(),
         )
     });
@@ -121,6 +135,7 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
         engine: s.engine_with_cache(!args.no_cache),
         preset: Arc::new(preset),
         baseline,
+        baseline_kind,
         judge,
         concurrency: args.concurrency.max(1),
         out: out.clone(),

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::exact::{self, Match};
 use super::judge::{self, Judgement, Outcome};
 use super::stats::{self, Spread};
-use crate::engine::preset::{AgentSpec, Preset};
+use crate::engine::preset::{AgentSpec, Preset, Step};
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 use crate::engine::{Engine, RunOptions};
 use crate::provider::Message;
@@ -234,6 +234,189 @@ impl ItemResult {
     }
 }
 
+/// What the baseline is: one call, or the same budget spent on one model (arXiv:2502.00674).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BaselineKind {
+    /// One call of the model.
+    #[default]
+    Single,
+    /// The model sampled `n` times and aggregated by itself with the preset's aggregation prompt.
+    SelfMoa { n: usize },
+    /// The model sampled `n` times and the judge (else the model) picks the best answer.
+    BestOf { n: usize },
+}
+
+impl BaselineKind {
+    /// `self-moa:MODEL[:N]`, `best-of:MODEL[:N]` or `MODEL`: the kind and the model. A missing N
+    /// is `default_n` (the preset's proposer calls: the same budget).
+    pub fn parse(spec: &str, default_n: usize) -> Result<(BaselineKind, String), String> {
+        let (kind, rest) = if let Some(r) = spec.strip_prefix("self-moa:") {
+            ("self-moa", r)
+        } else if let Some(r) = spec.strip_prefix("best-of:") {
+            ("best-of", r)
+        } else {
+            return Ok((BaselineKind::Single, spec.to_string()));
+        };
+        // Model names may hold colons (ollama/llama3.2:3b): only a last part of digits is N.
+        let (model, n) = match rest.rsplit_once(':') {
+            Some((m, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => (
+                m,
+                n.parse::<usize>()
+                    .map_err(|e| format!("--baseline {spec:?}: N: {e}"))?,
+            ),
+            _ => (rest, default_n),
+        };
+        if !model.contains('/') {
+            return Err(format!(
+                "--baseline {spec:?}: the model must be written PROVIDER/MODEL, e.g. {kind}:groq/llama-3.1-8b-instant:4"
+            ));
+        }
+        if !(2..=64).contains(&n) {
+            return Err(format!(
+                "--baseline {spec:?}: N must be 2 to 64 samples (it is {n})"
+            ));
+        }
+        let k = if kind == "self-moa" {
+            BaselineKind::SelfMoa { n }
+        } else {
+            BaselineKind::BestOf { n }
+        };
+        Ok((k, model.to_string()))
+    }
+
+    /// How reports name the baseline: `MODEL`, `self-moa:MODEL:N`, `best-of:MODEL:N`.
+    pub fn label(self, model: &str) -> String {
+        match self {
+            BaselineKind::Single => model.to_string(),
+            BaselineKind::SelfMoa { n } => format!("self-moa:{model}:{n}"),
+            BaselineKind::BestOf { n } => format!("best-of:{model}:{n}"),
+        }
+    }
+}
+
+/// Proposer calls of a preset before its final step: the budget a matched baseline spends.
+pub fn proposer_calls(preset: &Preset) -> usize {
+    let last_llm = preset.steps.len().saturating_sub(1);
+    preset.steps[..last_llm]
+        .iter()
+        .map(|s| match s {
+            Step::Propose { agents, .. }
+            | Step::Synthesize { agents, .. }
+            | Step::Refine { agents, .. } => agents.iter().map(|a| a.n.unwrap_or(1)).sum(),
+            _ => 0,
+        })
+        .sum::<usize>()
+        .max(2)
+}
+
+/// The pipeline that makes the baseline's answer.
+pub fn baseline_preset(
+    kind: BaselineKind,
+    agent: &AgentSpec,
+    preset: &Preset,
+    judge: Option<&str>,
+) -> Preset {
+    let samples = |n: usize| Step::Propose {
+        agents: vec![
+            AgentSpec {
+                // Sampling, as the Self-MoA paper does: the same answer N times buys nothing.
+                temperature: agent.temperature.or(Some(0.7)),
+                n: None,
+                ..agent.clone()
+            };
+            n
+        ],
+        gate: Default::default(),
+    };
+    let template = |name: &str| {
+        crate::engine::prompts::Templates::builtin()
+            .get(name)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let steps = match kind {
+        BaselineKind::Single => return Preset::single("baseline", agent.clone()),
+        BaselineKind::SelfMoa { n } => {
+            let prompt = preset
+                .steps
+                .iter()
+                .rev()
+                .find_map(|s| match s {
+                    Step::Aggregate { prompt, .. } => Some(prompt.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| template("together"));
+            vec![
+                samples(n),
+                Step::Aggregate {
+                    agent: AgentSpec {
+                        n: None,
+                        ..agent.clone()
+                    },
+                    prompt,
+                },
+            ]
+        }
+        BaselineKind::BestOf { n } => vec![
+            samples(n),
+            Step::Rank {
+                agent: AgentSpec {
+                    temperature: Some(0.0),
+                    ..AgentSpec::model(judge.unwrap_or(&agent.model))
+                },
+                n: 1,
+                prompt: template("rank"),
+            },
+        ],
+    };
+    Preset {
+        name: kind.label(&agent.model),
+        description: format!("{} as the baseline", kind.label(&agent.model)),
+        steps,
+        baseline: None,
+        origin: "builtin".into(),
+        text: String::new(),
+    }
+}
+
+/// A baseline pipeline's run as one call: its final answer, the pipeline's time, tokens and cost.
+fn pipeline_as_call(run: &RunRecord, label: &str) -> CallRecord {
+    let ok = run
+        .final_answer
+        .as_ref()
+        .is_some_and(|f| f.status == CallStatus::Ok);
+    let mut c = CallRecord::empty(
+        0,
+        label,
+        None,
+        if ok {
+            CallStatus::Ok
+        } else {
+            CallStatus::Failed
+        },
+    );
+    c.text = run
+        .final_answer
+        .as_ref()
+        .map(|f| f.text.clone())
+        .unwrap_or_default();
+    c.latency_ms = run.wall_ms;
+    c.tokens_in = run.usage.tokens_in;
+    c.tokens_out = run.usage.tokens_out;
+    c.cost_usd = (!run.usage.cost_incomplete).then_some(run.usage.cost_usd);
+    if !ok {
+        c.error = run
+            .steps
+            .iter()
+            .flat_map(|s| s.notes.iter())
+            .next()
+            .cloned()
+            .or_else(|| Some("the baseline pipeline produced no answer".into()));
+    }
+    c
+}
+
 /// What an evaluation folder was made for; a resume must match it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Meta {
@@ -241,8 +424,19 @@ pub struct Meta {
     pub preset: Preset,
     pub prompts: PathBuf,
     pub baseline: Option<AgentSpec>,
+    #[serde(default)]
+    pub baseline_kind: BaselineKind,
     pub judge: Option<String>,
     pub created: String,
+}
+
+impl Meta {
+    /// The baseline as reports name it.
+    pub fn baseline_label(&self) -> Option<String> {
+        self.baseline
+            .as_ref()
+            .map(|b| self.baseline_kind.label(&b.model))
+    }
 }
 
 impl Meta {
@@ -251,7 +445,9 @@ impl Meta {
         if self.preset.name != other.preset.name || steps(&self.preset) != steps(&other.preset) {
             return Some(format!("preset {:?}", self.preset.name));
         }
-        if self.baseline.as_ref().map(|b| &b.model) != other.baseline.as_ref().map(|b| &b.model) {
+        if self.baseline.as_ref().map(|b| &b.model) != other.baseline.as_ref().map(|b| &b.model)
+            || self.baseline_kind != other.baseline_kind
+        {
             return Some("baseline".into());
         }
         if self.judge != other.judge {
@@ -265,6 +461,7 @@ pub struct Plan {
     pub engine: Engine,
     pub preset: Arc<Preset>,
     pub baseline: Option<AgentSpec>,
+    pub baseline_kind: BaselineKind,
     pub judge: Option<String>,
     pub concurrency: usize,
     pub out: PathBuf,
@@ -357,6 +554,7 @@ pub async fn run(
         preset: plan.preset.as_ref().clone(),
         prompts: plan.prompts.clone(),
         baseline: plan.baseline.clone(),
+        baseline_kind: plan.baseline_kind,
         judge: plan.judge.clone(),
         created: super::rfc3339(time::OffsetDateTime::now_utc()),
     };
@@ -441,10 +639,19 @@ async fn run_item(plan: &Plan, item: &Item) -> ItemResult {
     let mut earlier = Vec::new();
     let mut last: Option<RunRecord> = None;
     let mut error = None;
-    let base_preset = plan
+    let base_preset = plan.baseline.as_ref().map(|b| {
+        Arc::new(baseline_preset(
+            plan.baseline_kind,
+            b,
+            &plan.preset,
+            plan.judge.as_deref(),
+        ))
+    });
+    let label = plan
         .baseline
         .as_ref()
-        .map(|b| Arc::new(Preset::single("baseline", b.clone())));
+        .map(|b| plan.baseline_kind.label(&b.model))
+        .unwrap_or_default();
     for (t, turn) in item.turns.iter().enumerate() {
         moa_msgs.push(Message::user(turn.clone()));
         base_msgs.push(Message::user(turn.clone()));
@@ -463,7 +670,13 @@ async fn run_item(plan: &Plan, item: &Item) -> ItemResult {
             }
         };
         let (mut run, base) = futures::join!(moa, base);
-        run.baseline = base.and_then(|b| b.steps.into_iter().next()?.calls.into_iter().next());
+        run.baseline = match plan.baseline_kind {
+            BaselineKind::Single => {
+                base.and_then(|b| b.steps.into_iter().next()?.calls.into_iter().next())
+            }
+            // A pipeline: its final answer, with the whole pipeline's time, tokens and cost.
+            _ => base.map(|b| pipeline_as_call(&b, &label)),
+        };
         let moa_text = run.final_answer.as_ref().map(|f| f.text.clone());
         let base_text = run
             .baseline
@@ -543,7 +756,11 @@ pub struct JudgeSummary {
     /// Pairs the judge could not decide (it failed or gave no verdict); not in the rate.
     pub errors: usize,
     pub win_rate: f64,
+    /// Wilson's interval.
     pub ci95: [f64; 2],
+    /// A paired bootstrap over prompts (the prompts resampled, 2,000 times).
+    #[serde(default)]
+    pub ci95_bootstrap: Option<[f64; 2]>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -593,6 +810,10 @@ pub struct Summary {
     pub cost_per_prompt_usd: PerSide,
     /// Tokens in + out per prompt (mean).
     pub tokens_per_prompt: PerSide,
+    /// Mean answer length in characters: judges favour long answers, so read it beside the win
+    /// rate.
+    #[serde(default)]
+    pub avg_length: PerSide,
     /// True when some model had no price: costs are then lower bounds.
     pub cost_incomplete: bool,
     pub agreement: Vec<StepAgreement>,
@@ -627,6 +848,17 @@ pub fn summarize(
             (wins as f64 + ties as f64 / 2.0) / n as f64
         };
         let ci = stats::wilson95(win_rate, n).unwrap_or((0.0, 1.0));
+        let units: Vec<Vec<f64>> = js
+            .iter()
+            .map(|j| match j.outcome {
+                Outcome::Win => vec![1.0],
+                Outcome::Tie => vec![0.5],
+                Outcome::Loss => vec![0.0],
+                Outcome::Error => vec![],
+            })
+            .collect();
+        let boot = stats::paired_bootstrap95(&units, 2000, 0x6576_616c)
+            .map(|(lo, hi)| [round3(lo), round3(hi)]);
         JudgeSummary {
             model: model.clone(),
             wins,
@@ -636,6 +868,7 @@ pub fn summarize(
             errors: count(Outcome::Error),
             win_rate: round3(win_rate),
             ci95: [round3(ci.0), round3(ci.1)],
+            ci95_bootstrap: boot,
         }
     });
     let checked: Vec<&ItemResult> = ok
@@ -685,7 +918,7 @@ pub fn summarize(
     Summary {
         schema: EVAL_SCHEMA.into(),
         preset: meta.preset.name.clone(),
-        baseline_model: meta.baseline.as_ref().map(|b| b.model.clone()),
+        baseline_model: meta.baseline_label(),
         prompts: items.len(),
         done: ok.len(),
         errors: rs.len() - ok.len(),
@@ -711,6 +944,21 @@ pub fn summarize(
             baseline: stats::mean(&base_tokens).map(f64::round),
         },
         cost_incomplete,
+        avg_length: PerSide {
+            moa: stats::mean(
+                &ok.iter()
+                    .filter_map(|r| r.moa_text().map(|t| t.chars().count() as f64))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or(0.0)
+            .round(),
+            baseline: stats::mean(
+                &ok.iter()
+                    .filter_map(|r| r.baseline_ok().map(|b| b.text.chars().count() as f64))
+                    .collect::<Vec<_>>(),
+            )
+            .map(f64::round),
+        },
         agreement: per_step
             .into_iter()
             .filter_map(|(step, (op, method, v))| {

@@ -48,6 +48,20 @@ pub fn text(s: &Summary) -> String {
             "  MoA win rate {:.3} (ties count half), 95% CI {:.3}–{:.3} · inconsistent {} · undecided {}",
             j.win_rate, j.ci95[0], j.ci95[1], j.inconsistent, j.errors
         );
+        if let Some(b) = j.ci95_bootstrap {
+            let _ = writeln!(
+                o,
+                "  paired bootstrap over prompts: 95% CI {:.3}–{:.3} (Wilson's above)",
+                b[0], b[1]
+            );
+        }
+        if let Some(bl) = s.avg_length.baseline {
+            let _ = writeln!(
+                o,
+                "  answer length: MoA {} characters, baseline {bl} (judges favour long answers)",
+                s.avg_length.moa
+            );
+        }
     }
     if let Some(a) = &s.accuracy {
         let _ = writeln!(o, "\nExact match ({} prompts with a reference):", a.n);
@@ -149,13 +163,28 @@ pub fn markdown(s: &Summary) -> String {
         let _ = writeln!(o, "## Judge: {}\n", j.model);
         let _ = writeln!(
             o,
-            "| wins | ties | losses | win rate | 95% CI | inconsistent | undecided |"
+            "| wins | ties | losses | win rate | 95% CI | inconsistent | undecided | bootstrap 95% CI | avg length MoA / baseline |"
         );
-        let _ = writeln!(o, "|---:|---:|---:|---:|---|---:|---:|");
+        let _ = writeln!(o, "|---:|---:|---:|---:|---|---:|---:|---|---|");
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {} | {} |\n",
-            j.wins, j.ties, j.losses, j.win_rate, j.ci95[0], j.ci95[1], j.inconsistent, j.errors
+            "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {} | {} | {} | {} / {} |\n",
+            j.wins,
+            j.ties,
+            j.losses,
+            j.win_rate,
+            j.ci95[0],
+            j.ci95[1],
+            j.inconsistent,
+            j.errors,
+            j.ci95_bootstrap
+                .map(|b| format!("{:.3}–{:.3}", b[0], b[1]))
+                .unwrap_or_else(|| "-".into()),
+            s.avg_length.moa,
+            s.avg_length
+                .baseline
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into())
         );
         let _ = writeln!(
             o,
