@@ -445,6 +445,29 @@ async fn aggregator_variants_compare_judge_leave_one_out_and_come_back() {
     );
     assert_eq!(runs[0]["pair_judgements"].as_array().map(Vec::len), Some(1));
     assert_eq!(runs[1]["leave_one_out"].as_array().map(Vec::len), Some(2));
+    // moa sessions show and the Markdown export say the same.
+    let id = saved["id"].as_str().unwrap();
+    for args in [
+        vec!["sessions", "show", id],
+        vec!["sessions", "export", id, "--format", "md"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_moa"))
+            .args(&args)
+            .env("MOA_HOME", home.path())
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {shown}");
+        for want in [
+            "aggregator variant A of 2",
+            "aggregator variant B of 2",
+            "judge fake/judge: B tie against A (the two orders disagreed)",
+            "leave-one-out without #1 fake/p1",
+            "draws on #1",
+        ] {
+            assert!(shown.contains(want), "{args:?} lacks {want:?}:\n{shown}");
+        }
+    }
 
     // A new workbench opens the session: both variants, the verdict and the table are back.
     let session = format!("moa-variants2-{}", std::process::id());

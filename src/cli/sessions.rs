@@ -339,6 +339,9 @@ pub fn show_text(s: &Session, runs: &[usize], compare_view: bool, width: usize) 
         for j in &run.judgements {
             out.push_str(&judgement_text(j));
         }
+        for line in crate::session::variants::describe(s, run) {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
     if let Some(p) = &s.in_progress {
         out.push_str(&format!(

@@ -23,7 +23,7 @@ pub fn markdown(s: &Session) -> String {
         s.runs.len()
     );
     for (i, run) in s.runs.iter().enumerate() {
-        run_markdown(&mut out, i + 1, run);
+        run_markdown(&mut out, i + 1, run, s);
     }
     if let Some(p) = &s.in_progress {
         let _ = writeln!(out, "## Interrupted run\n");
@@ -36,7 +36,7 @@ pub fn markdown(s: &Session) -> String {
     out
 }
 
-fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
+fn run_markdown(out: &mut String, n: usize, run: &SessionRun, session: &super::Session) {
     let r = &run.record;
     let question = r
         .messages
@@ -106,6 +106,13 @@ fn run_markdown(out: &mut String, n: usize, run: &SessionRun) {
                 ""
             }
         );
+    }
+    let lines = super::variants::describe(session, run);
+    if !lines.is_empty() {
+        for l in lines {
+            let _ = writeln!(out, "- {l}");
+        }
+        out.push('\n');
     }
     if let Some(b) = &r.baseline {
         let _ = writeln!(

@@ -229,6 +229,122 @@ impl Session {
     }
 }
 
+/// "A", "B", … "Z", then "27", "28": how variants are named everywhere.
+pub fn letter(i: usize) -> String {
+    if i < 26 {
+        ((b'A' + i as u8) as char).to_string()
+    } else {
+        (i + 1).to_string()
+    }
+}
+
+/// What `moa sessions show` and the Markdown export say about a run's variants, attribution,
+/// verdicts between variants and leave-one-out, one line each (plain text).
+pub fn describe(session: &Session, run: &SessionRun) -> Vec<String> {
+    let mut out = Vec::new();
+    let family_of = match (&run.kind, &run.parent) {
+        (RunKind::Reaggregate, Some(p)) => p.clone(),
+        _ => run.record.id.clone(),
+    };
+    let family = session.variants(&family_of);
+    let name = |id: &str| -> String {
+        if id == BASELINE {
+            return "baseline".into();
+        }
+        family
+            .iter()
+            .position(|r| r.record.id == id)
+            .map(letter)
+            .unwrap_or_else(|| "MoA".into())
+    };
+    if let Some(i) = family.iter().position(|r| r.record.id == run.record.id)
+        && family.len() > 1
+    {
+        let all: Vec<String> = family
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let c = if k == 0 {
+                    r.aggregated()
+                } else {
+                    r.record.steps.first().and_then(|s| s.calls.first())
+                };
+                let t = c
+                    .and_then(|c| c.temperature)
+                    .map(|t| format!(" t={t}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{t}",
+                    letter(k),
+                    c.map(|c| c.model.as_str()).unwrap_or("?")
+                )
+            })
+            .collect();
+        out.push(format!(
+            "aggregator variant {} of {}: {}",
+            letter(i),
+            family.len(),
+            all.join(" · ")
+        ));
+    }
+    if let Some(a) = &run.attribution {
+        let sims: Vec<String> = a
+            .slots
+            .iter()
+            .zip(&a.similarity)
+            .map(|(s, x)| format!("#{} {x:.2}", s + 1))
+            .collect();
+        out.push(format!(
+            "draws on {} ({}){}",
+            sims.join("  "),
+            a.method,
+            a.copied
+                .map(|s| format!(" — copies #{}", s + 1))
+                .unwrap_or_default()
+        ));
+    }
+    for p in &run.pair_judgements {
+        out.push(format!(
+            "judge {}: {} {} against {}{}",
+            p.judgement.judge_model,
+            name(&p.a),
+            p.judgement.outcome.as_str(),
+            name(&p.b),
+            if p.judgement.inconsistent {
+                " (the two orders disagreed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    for e in &run.leave_one_out {
+        let verdict = e
+            .judgement
+            .as_ref()
+            .map(|j| {
+                format!(
+                    "with it {}{}",
+                    j.outcome.as_str(),
+                    if j.inconsistent {
+                        " (inconsistent)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .unwrap_or_else(|| "not judged".into());
+        out.push(format!(
+            "leave-one-out without #{} {}: {verdict}; similarity to the full answer {}",
+            e.slot + 1,
+            e.model,
+            e.similarity
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    out
+}
+
 impl SessionRun {
     /// The call that made this run's final answer by aggregating, when one did.
     pub fn aggregated(&self) -> Option<&CallRecord> {

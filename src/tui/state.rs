@@ -207,14 +207,7 @@ pub struct VariantView {
     pub loo: Vec<LooEntry>,
 }
 
-/// "A", "B", … "Z", then "27", "28": how variants are named on screen.
-pub fn variant_letter(i: usize) -> String {
-    if i < 26 {
-        ((b'A' + i as u8) as char).to_string()
-    } else {
-        (i + 1).to_string()
-    }
-}
+pub use crate::session::variants::letter as variant_letter;
 
 /// Variant `i`, whole, in the view's aggregator pane.
 fn show_variant(view: &mut RunView, i: usize, color: bool) {
