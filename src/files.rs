@@ -135,3 +135,23 @@ pub fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> std::io::Res
     }
     result
 }
+
+/// A file appended one line at a time (results moa writes as it goes) must end in a newline before
+/// anything is appended: one that does not ends in a line a crash cut off, and the next line would
+/// be joined onto it (both then unreadable). Drops that line and returns how many bytes it had;
+/// None when there was nothing to drop (or no file).
+pub fn drop_cut_last_line(path: &Path) -> std::io::Result<Option<u64>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let f = fs::OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    f.sync_all()?;
+    Ok(Some((bytes.len() - keep) as u64))
+}

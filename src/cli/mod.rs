@@ -28,3 +28,44 @@ pub fn pull(config_path: Option<&Path>) -> Result<u8, CliError> {
     }
     Ok(0)
 }
+
+/// What a batch command (`moa eval`, `moa tune`) runs on: a runtime, a progress bar over `n`
+/// prompts, and a token that Ctrl-C cancels (what is done is kept; the same command goes on).
+pub(crate) struct Batch {
+    pub rt: tokio::runtime::Runtime,
+    pub bar: indicatif::ProgressBar,
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Batch {
+    pub(crate) fn new(n: usize) -> Result<Batch, CliError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:30} {pos}/{len} prompts · {elapsed} elapsed · ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(250));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let c = cancel.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.cancel();
+            }
+        });
+        Ok(Batch { rt, bar, cancel })
+    }
+
+    /// The bar goes; runs that Ctrl-C cancelled are dropped without waiting for them.
+    pub(crate) fn finish(self) -> tokio_util::sync::CancellationToken {
+        self.bar.finish_and_clear();
+        self.rt.shutdown_background();
+        self.cancel
+    }
+}

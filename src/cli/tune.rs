@@ -126,27 +126,9 @@ pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> 
         out: out.clone(),
         prompts: std::fs::canonicalize(&args.prompts).unwrap_or(args.prompts.clone()),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-    let bar = indicatif::ProgressBar::new(items.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {bar:30} {pos}/{len} prompts · {elapsed} elapsed · ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(250));
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let outcome = rt.block_on(async {
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                c.cancel();
-            }
-        });
+    let batch = super::Batch::new(items.len())?;
+    let (bar, cancel) = (&batch.bar, batch.cancel.clone());
+    let outcome = batch.rt.block_on(async {
         tune::run(&plan, &items, cancel.clone(), |p| {
             bar.inc(1);
             let what = match (&p.error, p.new_calls) {
@@ -158,9 +140,7 @@ pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> 
         })
         .await
     });
-    bar.finish_and_clear();
-    // Ctrl-C cancelled the runs in flight; drop them without waiting.
-    rt.shutdown_background();
+    let cancel = batch.finish();
     let skipped = outcome.map_err(|e| CliError::failed(e.to_string()))?;
     let results = tune::load(&out);
     if results.damaged > 0 {

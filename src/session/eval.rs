@@ -34,12 +34,6 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// Cutting a results file back to its last whole line failed.
     #[error("cannot repair {}: {source}", path.display())]
     Repair {
@@ -506,31 +500,10 @@ pub struct Repaired {
 /// The cut-off line is dropped (its prompt is not done, so it runs again).
 pub fn repair_results(dir: &Path) -> Result<Option<Repaired>, EvalError> {
     let path = dir.join(RESULTS);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(EvalError::Read { path, source }),
-    };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
-        return Ok(None);
+    match crate::files::drop_cut_last_line(&path) {
+        Ok(dropped) => Ok(dropped.map(|dropped_bytes| Repaired { dropped_bytes })),
+        Err(source) => Err(EvalError::Repair { path, source }),
     }
-    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| {
-            f.set_len(keep as u64)?;
-            f.sync_all()?;
-            Ok(f)
-        })
-        .map_err(|source| EvalError::Repair {
-            path: path.clone(),
-            source,
-        })?;
-    drop(f);
-    Ok(Some(Repaired {
-        dropped_bytes: (bytes.len() - keep) as u64,
-    }))
 }
 
 pub fn load_meta(dir: &Path) -> Result<Meta, EvalError> {

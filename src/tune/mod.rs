@@ -250,7 +250,10 @@ struct Journal {
 
 impl Journal {
     fn open(path: PathBuf) -> Result<Journal, TuneError> {
-        repair(&path)?;
+        crate::files::drop_cut_last_line(&path).map_err(|source| TuneError::Write {
+            path: path.clone(),
+            source,
+        })?;
         let file = store::open_private_append(&path).map_err(|source| TuneError::Write {
             path: path.clone(),
             source,
@@ -273,29 +276,6 @@ impl Journal {
                 source,
             })
     }
-}
-
-/// A file that does not end in a newline ends in a line a crash cut: drop that line before
-/// appending, or the next line would be joined onto it.
-fn repair(path: &Path) -> Result<(), TuneError> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(());
-    };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
-        return Ok(());
-    }
-    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| {
-            f.set_len(keep as u64)?;
-            f.sync_all()
-        })
-        .map_err(|source| TuneError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 pub fn load_meta(dir: &Path) -> Result<Meta, TuneError> {
