@@ -30,10 +30,11 @@ pub enum SessionsCommand {
         #[arg(long)]
         run: Option<usize>,
     },
-    /// Write a session as Markdown (every proposer answer folded under the final one) or JSON.
+    /// Write a session as Markdown (every proposer answer folded under the final one), JSON, or
+    /// one self-contained HTML page (no scripts; opens offline, prints).
     Export {
         id: String,
-        #[arg(long, default_value = "md", value_parser = ["md", "json"])]
+        #[arg(long, default_value = "md", value_parser = ["md", "json", "html"])]
         format: String,
         /// Write to this file instead of stdout.
         #[arg(long, short)]
@@ -115,10 +116,10 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
         }
         SessionsCommand::Export { id, format, out } => {
             let s = find(&id)?;
-            let text = if format == "json" {
-                export::json(&s)
-            } else {
-                export::markdown(&s)
+            let text = match format.as_str() {
+                "json" => export::json(&s),
+                "html" => crate::session::html::html(&s),
+                _ => export::markdown(&s),
             };
             match out {
                 Some(p) => {
@@ -127,7 +128,8 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
                     })?;
                     crate::safe_eprintln!("moa: wrote {}", p.display());
                 }
-                None if format == "json" => print!("{text}"),
+                // Escaped for HTML already, exact for JSON: what goes to a file goes as it is.
+                None if format == "json" || format == "html" => print!("{text}"),
                 None => crate::safe_print!("{text}"),
             }
             Ok(0)

@@ -5,6 +5,7 @@ pub mod compare;
 pub mod eval;
 pub mod exact;
 pub mod export;
+pub mod html;
 pub mod judge;
 pub mod recorder;
 pub mod report;
