@@ -186,37 +186,15 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     let meta = eval::load_meta(&out).map_err(|e| CliError::failed(e.to_string()))?;
     let mut summary = eval::summarize(&meta, &items, &results, skipped, &out);
     summary.cache = plan.engine.registry.cache().map(|c| c.stats());
-    write_reports(&summary)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        crate::safe_print!("{}", report::text(&summary));
-    }
-    if cancel.is_cancelled() {
-        crate::safe_eprintln!(
-            "moa: interrupted: {} of {} prompts done; run the same command again to go on",
-            summary.done,
-            summary.prompts
-        );
-        return Ok(130);
-    }
-    Ok(if summary.errors == 0 { 0 } else { 1 })
-}
-
-fn write_reports(s: &eval::Summary) -> Result<(), CliError> {
-    let json = serde_json::to_vec_pretty(s).unwrap_or_default();
-    for (name, bytes) in [
-        ("summary.json", json),
-        ("report.md", report::markdown(s).into_bytes()),
-    ] {
-        crate::session::store::write_atomic(&s.out.join(name), &bytes).map_err(|e| {
-            CliError::failed(format!("cannot write {}: {e}", s.out.join(name).display()))
-        })?;
-    }
-    Ok(())
+    super::conclude(
+        &summary,
+        &out,
+        report::markdown(&summary),
+        report::text(&summary),
+        args.json,
+        cancel.is_cancelled(),
+        (summary.done, summary.prompts, summary.errors),
+    )
 }
 
 fn last_agent(p: &Preset) -> Option<&AgentSpec> {

@@ -69,3 +69,38 @@ impl Batch {
         self.cancel
     }
 }
+
+/// The end of a batch command: `summary.json` and `report.md` in the results folder, the summary
+/// printed (JSON or the text report), and the exit status: 130 interrupted (the same command goes
+/// on), 1 when some prompt has errors, else 0.
+pub(crate) fn conclude<S: serde::Serialize>(
+    summary: &S,
+    out: &Path,
+    markdown: String,
+    text: String,
+    json: bool,
+    cancelled: bool,
+    (done, prompts, errors): (usize, usize, usize),
+) -> Result<u8, CliError> {
+    let body = serde_json::to_vec_pretty(summary).unwrap_or_default();
+    for (name, bytes) in [("summary.json", body), ("report.md", markdown.into_bytes())] {
+        crate::session::store::write_atomic(&out.join(name), &bytes).map_err(|e| {
+            CliError::failed(format!("cannot write {}: {e}", out.join(name).display()))
+        })?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(summary).unwrap_or_default()
+        );
+    } else {
+        crate::safe_print!("{text}");
+    }
+    if cancelled {
+        crate::safe_eprintln!(
+            "moa: interrupted: {done} of {prompts} prompts done; run the same command again to go on"
+        );
+        return Ok(130);
+    }
+    Ok(if errors == 0 { 0 } else { 1 })
+}

@@ -151,30 +151,13 @@ pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> 
         );
     }
     let summary = report::summarize(&plan, &items, &results, skipped);
-    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-    for (name, bytes) in [
-        ("summary.json", json),
-        ("report.md", report::markdown(&summary).into_bytes()),
-    ] {
-        crate::session::store::write_atomic(&out.join(name), &bytes).map_err(|e| {
-            CliError::failed(format!("cannot write {}: {e}", out.join(name).display()))
-        })?;
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        crate::safe_print!("{}", report::text(&summary));
-    }
-    if cancel.is_cancelled() {
-        crate::safe_eprintln!(
-            "moa: interrupted: {} of {} prompts done; run the same command again to go on",
-            summary.done,
-            summary.prompts
-        );
-        return Ok(130);
-    }
-    Ok(if summary.errors == 0 { 0 } else { 1 })
+    super::conclude(
+        &summary,
+        &out,
+        report::markdown(&summary),
+        report::text(&summary),
+        args.json,
+        cancel.is_cancelled(),
+        (summary.done, summary.prompts, summary.errors),
+    )
 }

@@ -961,15 +961,25 @@ pub fn default_out(
     baseline: Option<&str>,
     judge: Option<&str>,
 ) -> PathBuf {
+    results_folder(
+        evals_dir,
+        preset,
+        prompts,
+        &[baseline.unwrap_or(""), judge.unwrap_or("")],
+    )
+}
+
+/// A results folder under `dir` named for the preset, the prompts file and `extra` (what else the
+/// results depend on): `PRESET-PROMPTS-HASH`, the same for the same task, so a command resumes.
+pub fn results_folder(dir: &Path, preset: &Preset, prompts: &Path, extra: &[&str]) -> PathBuf {
     let abs = std::fs::canonicalize(prompts).unwrap_or_else(|_| prompts.to_path_buf());
     let mut h = Sha256::new();
-    for part in [
-        preset.name.as_str(),
-        &serde_json::to_string(&preset.steps).unwrap_or_default(),
-        &abs.to_string_lossy(),
-        baseline.unwrap_or(""),
-        judge.unwrap_or(""),
-    ] {
+    let steps = serde_json::to_string(&preset.steps).unwrap_or_default();
+    let abs = abs.to_string_lossy();
+    for part in [preset.name.as_str(), &steps, &abs]
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -981,7 +991,7 @@ pub fn default_out(
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
-    evals_dir.join(format!(
+    dir.join(format!(
         "{}-{}-{digest}",
         super::slug(&preset.name, 40),
         super::slug(&stem, 40)

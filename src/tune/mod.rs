@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::engine::preset::Preset;
 use crate::engine::record::{CallRecord, CallStatus, RunRecord};
@@ -684,29 +683,7 @@ async fn aggregate(
 /// The folder a tuning writes to when `--out` is not given: one per (preset, prompts file), so
 /// that the same command resumes and new variants reuse the frozen answers.
 pub fn default_out(tunes_dir: &Path, preset: &Preset, prompts: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(prompts).unwrap_or_else(|_| prompts.to_path_buf());
-    let mut h = Sha256::new();
-    for part in [
-        preset.name.as_str(),
-        &serde_json::to_string(&preset.steps).unwrap_or_default(),
-        &abs.to_string_lossy(),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    let digest: String = h.finalize()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let stem = prompts
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    tunes_dir.join(format!(
-        "{}-{}-{digest}",
-        crate::session::slug(&preset.name, 40),
-        crate::session::slug(&stem, 40)
-    ))
+    crate::session::eval::results_folder(tunes_dir, preset, prompts, &[])
 }
 
 #[cfg(test)]
