@@ -9,48 +9,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
-
+use support::browser::{chromium, headless};
 use support::{Reply, Server};
 
 const KEY: &str = "sk-html-export-key";
 
 const HOSTILE: &str = "<script>alert('owned')</script> closes </pre> early.\n\n[click me](javascript:alert(1))\n\nbell\u{7} and \u{1b}]0;title\u{7} gone.\n\n```python\ndef f(x):\n    if x:\n        return \"<b>\"\n    return 0\n```\n";
-
-fn chromium() -> Option<&'static str> {
-    for c in ["chromium", "chromium-browser"] {
-        if Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(c);
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("chromium is missing: CI must install it (.ci/run)");
-    }
-    eprintln!("skipping the browser part: chromium is not installed");
-    None
-}
-
-/// Chromium as this machine allows it (root, no network beyond loopback): no sandbox, no GPU, no
-/// background connections, a fresh profile.
-fn headless(browser: &str, profile: &Path) -> Command {
-    let mut c = Command::new(browser);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
-    c
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_exports_as_one_safe_page_a_browser_renders() {

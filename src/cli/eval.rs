@@ -189,8 +189,11 @@ pub fn main(config_path: Option<&Path>, args: EvalArgs) -> Result<u8, CliError> 
     super::conclude(
         &summary,
         &out,
-        report::markdown(&summary),
-        report::text(&summary),
+        super::Reports {
+            text: report::text(&summary),
+            markdown: report::markdown(&summary),
+            html: crate::session::html::eval::report(&summary, &items, &results),
+        },
         args.json,
         cancel.is_cancelled(),
         (summary.done, summary.prompts, summary.errors),

@@ -70,20 +70,35 @@ impl Batch {
     }
 }
 
-/// The end of a batch command: `summary.json` and `report.md` in the results folder, the summary
-/// printed (JSON or the text report), and the exit status: 130 interrupted (the same command goes
-/// on), 1 when some prompt has errors, else 0.
+/// The reports of a batch command: for the terminal, `report.md` and `report.html`.
+pub(crate) struct Reports {
+    pub text: String,
+    pub markdown: String,
+    pub html: String,
+}
+
+/// The end of a batch command: `summary.json`, `report.md` and `report.html` in the results folder,
+/// the summary printed (JSON or the text report), and the exit status: 130 interrupted (the same
+/// command goes on), 1 when some prompt has errors, else 0.
 pub(crate) fn conclude<S: serde::Serialize>(
     summary: &S,
     out: &Path,
-    markdown: String,
-    text: String,
+    reports: Reports,
     json: bool,
     cancelled: bool,
     (done, prompts, errors): (usize, usize, usize),
 ) -> Result<u8, CliError> {
     let body = serde_json::to_vec_pretty(summary).unwrap_or_default();
-    for (name, bytes) in [("summary.json", body), ("report.md", markdown.into_bytes())] {
+    let Reports {
+        text,
+        markdown,
+        html,
+    } = reports;
+    for (name, bytes) in [
+        ("summary.json", body),
+        ("report.md", markdown.into_bytes()),
+        ("report.html", html.into_bytes()),
+    ] {
         crate::session::store::write_atomic(&out.join(name), &bytes).map_err(|e| {
             CliError::failed(format!("cannot write {}: {e}", out.join(name).display()))
         })?;

@@ -154,8 +154,20 @@ pub fn main(config_path: Option<&Path>, args: TuneArgs) -> Result<u8, CliError> 
     super::conclude(
         &summary,
         &out,
-        report::markdown(&summary),
-        report::text(&summary),
+        super::Reports {
+            text: report::text(&summary),
+            markdown: report::markdown(&summary),
+            html: tune::html::report(
+                &summary,
+                &tune::html::Inputs {
+                    variants: &plan.variants,
+                    judge: plan.judge.as_deref(),
+                    against: &plan.against,
+                    items: &items,
+                    results: &results,
+                },
+            ),
+        },
         args.json,
         cancel.is_cancelled(),
         (summary.done, summary.prompts, summary.errors),

@@ -140,7 +140,7 @@ pub fn text(s: &Summary) -> String {
     }
     let _ = writeln!(
         o,
-        "\nResults: {} (results.jsonl, summary.json, report.md)",
+        "\nResults: {} (results.jsonl, summary.json, report.md, report.html)",
         s.out.display()
     );
     o

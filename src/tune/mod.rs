@@ -13,6 +13,7 @@
 //!
 //! Layers: `cli` → `tune` → `engine`/`session`.
 
+pub mod html;
 pub mod report;
 pub mod variants;
 

@@ -569,7 +569,11 @@ pub fn text(s: &Summary) -> String {
             s.cache.hits, s.cache.misses
         );
     }
-    let _ = writeln!(o, "\nResults: {}", s.out.display());
+    let _ = writeln!(
+        o,
+        "\nResults: {} (results.jsonl, frozen.jsonl, summary.json, report.md, report.html)",
+        s.out.display()
+    );
     o
 }
 
