@@ -32,8 +32,18 @@ model = "fake/base"
 "#;
 
 const WORDS: [&str; 12] = [
-    "trees", "balance", "pages", "disk", "merge", "levels", "writes", "reads", "cache", "compaction",
-    "keys", "nodes",
+    "trees",
+    "balance",
+    "pages",
+    "disk",
+    "merge",
+    "levels",
+    "writes",
+    "reads",
+    "cache",
+    "compaction",
+    "keys",
+    "nodes",
 ];
 
 /// `n` replies whose first token comes after a delay that varies (so latency has a spread) and
@@ -41,9 +51,18 @@ const WORDS: [&str; 12] = [
 fn replies(n: usize, seed: usize, prefix: &str) -> Vec<Reply> {
     (0..n)
         .map(|i| {
-            let k = (i * 7 + seed * 3) % WORDS.len();
-            let words: Vec<&str> = (0..6).map(|j| WORDS[(k + j * (seed + 1)) % WORDS.len()]).collect();
-            let text = format!("{prefix} {i}: {} with `code` and **bold**.", words.join(" "));
+            // The first `shared` words are the same for every seed, the rest differ by seed.
+            let shared = i % 7;
+            let words: Vec<&str> = (0..6)
+                .map(|j| {
+                    let at = if j < shared { i + j } else { i + j + 5 * seed };
+                    WORDS[at % WORDS.len()]
+                })
+                .collect();
+            let text = format!(
+                "{prefix} {i}: {} with `code` and **bold**.",
+                words.join(" ")
+            );
             Reply::text(&[&text], 5 + ((i * 37 + seed * 11) % 90) as u64, 3)
         })
         .collect()
@@ -111,7 +130,9 @@ async fn eval_writes_a_report_page_a_browser_renders() {
     s.script("agg", agg);
     s.script("base", replies(N, 4, "The baseline on"));
     // A judge that says A, A, B, C, ... in turn: wins, losses, ties and orders that disagree.
-    let verdicts = ["[[A]]", "[[A]]", "[[B]]", "[[A]]", "[[C]]", "[[B]]", "[[B]]"];
+    let verdicts = [
+        "[[A]]", "[[A]]", "[[B]]", "[[A]]", "[[C]]", "[[B]]", "[[B]]",
+    ];
     s.script(
         "judge",
         (0..2 * N)
@@ -126,7 +147,10 @@ async fn eval_writes_a_report_page_a_browser_renders() {
     let prompts: String = (1..=N)
         .map(|i| {
             if i % 4 == 0 {
-                format!("{{\"prompt\": \"Question {i}: what is {i} + 1?\", \"reference\": \"{}\"}}\n", i + 1)
+                format!(
+                    "{{\"prompt\": \"Question {i}: what is {i} + 1?\", \"reference\": \"{}\"}}\n",
+                    i + 1
+                )
             } else {
                 format!("{{\"prompt\": \"Question {i}: explain B-trees & LSM trees, part {i}\"}}\n")
             }
@@ -189,7 +213,10 @@ async fn eval_writes_a_report_page_a_browser_renders() {
     let mut texts = vec![
         "Evaluation: mini vs fake/base".to_string(),
         f3(&j["win_rate"]),
-        format!("{} wins, {} ties, {} losses", j["wins"], j["ties"], j["losses"]),
+        format!(
+            "{} wins, {} ties, {} losses",
+            j["wins"], j["ties"], j["losses"]
+        ),
         format!(
             "bootstrap {:.2}–{:.2}",
             j["ci95_bootstrap"][0].as_f64().unwrap(),
@@ -230,7 +257,9 @@ async fn tune_writes_a_report_page_a_browser_renders() {
     s.script("p2", replies(N, 2, "Second proposer on"));
     s.script("agg", replies(40, 3, "An aggregate of"));
     s.script("agg2", replies(30, 5, "Another aggregate of"));
-    let verdicts = ["[[A]]", "[[A]]", "[[B]]", "[[C]]", "[[B]]", "[[B]]", "[[A]]"];
+    let verdicts = [
+        "[[A]]", "[[A]]", "[[B]]", "[[C]]", "[[B]]", "[[B]]", "[[A]]",
+    ];
     s.script(
         "judge",
         (0..200)

@@ -396,7 +396,11 @@ fn prompts(o: &mut String, inp: &Inputs<'_>) {
                     verdict(j.outcome, j.inconsistent),
                     esc(&vb.name)
                 ));
-                judge_folds.push_str(&judge_fold(j, names));
+                judge_folds.push_str(&judge_fold(
+                    j,
+                    &format!("{} against {}", va.name, vb.name),
+                    names,
+                ));
             }
         }
         let latency: Vec<String> = inp
@@ -449,7 +453,11 @@ fn prompts(o: &mut String, inp: &Inputs<'_>) {
         }
         o.push_str("<div class=\"side\">");
         for v in inp.variants {
-            match inp.results.answers.get(&(f.key.clone(), v.fingerprint.clone(), None)) {
+            match inp
+                .results
+                .answers
+                .get(&(f.key.clone(), v.fingerprint.clone(), None))
+            {
                 Some(c) if c.status == crate::engine::record::CallStatus::Ok => {
                     o.push_str(&folded(
                         &format!("{} · {} characters", esc(&v.name), c.text.chars().count()),

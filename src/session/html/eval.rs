@@ -57,8 +57,8 @@ pub fn prompt_cell(turns: &[String]) -> (String, Option<String>) {
     (esc(&cut), whole)
 }
 
-/// Each order's verdict and the judge's reasons, folded.
-pub fn judge_fold(j: &Judgement, names: impl Fn(&str) -> String) -> String {
+/// Each order's verdict and the judge's reasons, folded under `what` (the pair) and the outcome.
+pub fn judge_fold(j: &Judgement, what: &str, names: impl Fn(&str) -> String) -> String {
     let mut text = String::new();
     for o in &j.orders {
         let _ = writeln!(
@@ -75,7 +75,12 @@ pub fn judge_fold(j: &Judgement, names: impl Fn(&str) -> String) -> String {
         );
     }
     folded(
-        &format!("judge {}: {}", esc(&j.judge_model), verdict(j.outcome, false)),
+        &format!(
+            "judge {} on {}: {}",
+            esc(&j.judge_model),
+            esc(what),
+            verdict(j.outcome, false)
+        ),
         &text,
     )
 }
@@ -390,7 +395,7 @@ fn prompt_rows(o: &mut String, r: &ItemResult, baseline: &str) {
         ));
     }
     if let Some(j) = &r.judgement {
-        o.push_str(&judge_fold(j, |a| match a {
+        o.push_str(&judge_fold(j, "MoA", |a| match a {
             "moa" => "MoA".into(),
             _ => baseline.to_string(),
         }));

@@ -39,7 +39,6 @@ details>summary{cursor:pointer;font-weight:600;font-size:.9rem}
 @media print{details{border:none}body{max-width:none}}
 ";
 
-
 /// A whole page: `title` (escaped here), the shared style sheet plus `css`, then `body` as given.
 pub fn document(title: &str, css: &str, body: &str) -> String {
     format!(
@@ -93,6 +92,10 @@ pub fn verdict(outcome: crate::session::judge::Outcome, inconsistent: bool) -> S
     let word = outcome.as_str();
     format!(
         "<span class=\"{word}\">{word}</span>{}",
-        if inconsistent { " (orders disagreed)" } else { "" }
+        if inconsistent {
+            " (orders disagreed)"
+        } else {
+            ""
+        }
     )
 }

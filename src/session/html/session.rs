@@ -329,9 +329,9 @@ fn run_html(out: &mut String, n: usize, session: &Session, run: &SessionRun) {
 /// The whole session as one HTML page.
 pub fn html(s: &Session) -> String {
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<header><h1>{}</h1><p class=\"meta\">session {} · created {} · {} run(s) · exported by moa {}</p></header>\n",
+        "<header><h1>{}</h1><p class=\"meta\">session {} · created {} · {} run(s) · exported by moa {}</p></header>",
         esc(&s.name),
         esc(&s.id),
         esc(&s.created),
@@ -352,4 +352,3 @@ pub fn html(s: &Session) -> String {
     }
     document(&format!("{} · moa session", s.name), "", &out)
 }
-

@@ -81,7 +81,7 @@ pub struct IntervalRow {
 pub fn intervals(rows: &[IntervalRow], axis: &Axis, legend: &[&str], label: &str) -> String {
     let (label_w, plot_w, note_w, row_h) = (190.0, 460.0, 230.0, 26.0);
     let top = 6.0;
-    let h = top + rows.len() as f64 * row_h + 34.0;
+    let h = top + rows.len() as f64 * row_h + 48.0;
     let span = (axis.hi - axis.lo).max(1e-9);
     let x = |v: f64| label_w + ((v.clamp(axis.lo, axis.hi) - axis.lo) / span) * plot_w;
     let mut s = chart(label_w + plot_w + note_w, h, label);
@@ -153,7 +153,7 @@ pub fn intervals(rows: &[IntervalRow], axis: &Axis, legend: &[&str], label: &str
             (x(v), bottom + 2.0),
             "stroke=\"#555\" stroke-dasharray=\"4 3\"",
         );
-        text(&mut s, x(v) + 4.0, bottom + 26.0, "start", name);
+        text(&mut s, x(v) + 4.0, bottom + 27.0, "start", name);
     }
     let legend: Vec<String> = legend
         .iter()
@@ -325,10 +325,21 @@ pub fn histogram(values: &[f64], bins: usize, (lo, hi): (f64, f64), label: &str)
             bw - 2.0
         );
         if *c > 0 {
-            text(&mut s, x0 + bw / 2.0, base - bh - 3.0, "middle", &c.to_string());
+            text(
+                &mut s,
+                x0 + bw / 2.0,
+                base - bh - 3.0,
+                "middle",
+                &c.to_string(),
+            );
         }
     }
-    line(&mut s, (left, base), (left + plot_w, base), "stroke=\"#555\"");
+    line(
+        &mut s,
+        (left, base),
+        (left + plot_w, base),
+        "stroke=\"#555\"",
+    );
     for k in 0..=bins {
         let v = lo + (hi - lo) * k as f64 / bins as f64;
         if bins <= 10 || k % 2 == 0 {
@@ -351,7 +362,10 @@ mod tests {
 
     #[test]
     fn ticks_cover_the_maximum_in_round_steps() {
-        assert_eq!(ticks(4300.0), vec![0.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0]);
+        assert_eq!(
+            ticks(4300.0),
+            vec![0.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0]
+        );
         let t = ticks(0.0);
         assert_eq!((t.len(), t[5]), (6, 1.0), "{t:?}");
         let t = ticks(137.0);
@@ -369,7 +383,10 @@ mod tests {
             &[("<script>".into(), vec![100.0, 200.0, 3000.0], "#333")],
             "latency",
         );
-        assert!(s.contains("&lt;script&gt;") && !s.contains("<script>"), "{s}");
+        assert!(
+            s.contains("&lt;script&gt;") && !s.contains("<script>"),
+            "{s}"
+        );
         assert!(s.contains("p50 0.20 s") && s.contains("p95 3.00 s"), "{s}");
     }
 }
