@@ -9,12 +9,10 @@
 mod support;
 
 use std::path::Path;
-use support::browser::{chromium, headless};
+use support::browser::{HOSTILE, assert_dom_inert, assert_inert, chromium, dom, screenshot};
 use support::{Reply, Server};
 
 const KEY: &str = "sk-html-export-key";
-
-const HOSTILE: &str = "<script>alert('owned')</script> closes </pre> early.\n\n[click me](javascript:alert(1))\n\nbell\u{7} and \u{1b}]0;title\u{7} gone.\n\n```python\ndef f(x):\n    if x:\n        return \"<b>\"\n    return 0\n```\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_exports_as_one_safe_page_a_browser_renders() {
@@ -76,21 +74,7 @@ async fn a_session_exports_as_one_safe_page_a_browser_renders() {
         html.len()
     );
     // Self-contained and inert: no script, nothing loaded from elsewhere.
-    let lower = html.to_lowercase();
-    for bad in [
-        "<script",
-        "javascript:",
-        "<img",
-        "<link",
-        "src=",
-        "@import",
-        "\u{1b}",
-        "\u{7}",
-    ] {
-        assert!(!lower.contains(bad), "the page holds {bad:?}");
-    }
-    assert!(html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;"));
-    assert!(html.contains("&lt;/pre&gt;"));
+    assert_inert(&html);
     // Every layer's six answers, the aggregator, the baseline, latency bars, the agreement matrix.
     assert_eq!(html.matches("<article class=\"call\">").count(), 6 * 3 + 1);
     for want in [
@@ -108,41 +92,14 @@ async fn a_session_exports_as_one_safe_page_a_browser_renders() {
     assert!(html.len() < 2_000_000, "{} bytes", html.len());
 
     let Some(browser) = chromium() else { return };
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", page.display());
-    let dom = headless(browser, profile.path())
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = dom(browser, &page);
     assert!(
         dom.contains("</section>"),
         "chromium did not render the page: {dom:.400}"
     );
-    assert!(
-        !dom.to_lowercase().contains("<script"),
-        "a script element was parsed"
-    );
-    // The hostile text is there as text.
-    assert!(
-        dom.contains("&lt;script&gt;alert('owned')&lt;/script&gt;"),
-        "{dom:.2000}"
-    );
+    assert_dom_inert(&dom);
     let png = h.join("session.png");
-    let shot = headless(browser, profile.path())
-        .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1400,2200")
-        .arg(&url)
-        .output()
-        .unwrap();
-    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
-        panic!(
-            "no screenshot ({e}): {}",
-            String::from_utf8_lossy(&shot.stderr)
-        )
-    });
-    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    let bytes = screenshot(browser, &page, &png, (1400, 2200));
     assert!(
         bytes.len() > 20_000,
         "an empty-looking screenshot: {} bytes",

@@ -13,12 +13,10 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
-use support::browser::{chromium, dom, screenshot};
+use support::browser::{HOSTILE, assert_dom_inert, assert_inert, chromium, dom, screenshot};
 use support::{Reply, Server};
 
 const KEY: &str = "sk-html-report-key";
-
-const HOSTILE: &str = "<script>alert('owned')</script> closes </pre> early.\n\n[click me](javascript:alert(1))\n\nbell\u{7} and \u{1b}]0;title\u{7} gone.\n\n```python\ndef f(x):\n    if x:\n        return \"<b>\"\n    return 0\n```\n";
 
 const PRESET: &str = r#"name = "mini"
 [[step]]
@@ -68,23 +66,26 @@ fn replies(n: usize, seed: usize, prefix: &str) -> Vec<Reply> {
         .collect()
 }
 
-fn no_outside_or_active_content(html: &str) {
-    let lower = html.to_lowercase();
-    for bad in [
-        "<script",
-        "javascript:",
-        "<img",
-        "<link",
-        "src=",
-        "@import",
-        "url(",
-        "\u{1b}",
-        "\u{7}",
-    ] {
-        assert!(!lower.contains(bad), "the page holds {bad:?}");
-    }
-    assert!(html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;"));
-    assert!(html.contains("&lt;/pre&gt;"));
+/// `moa ARGS` with `FAKE_API_KEY` set, which must exit 0.
+async fn moa_ok(home: &Path, args: &[&str]) -> std::process::Output {
+    let out = support::moa(home, args, None, KEY).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What the command wrote: its summary, and its report page (path and text), which its text
+/// report names.
+fn written(out: &std::process::Output, dir: &Path) -> (Value, std::path::PathBuf, String) {
+    assert!(String::from_utf8_lossy(&out.stdout).contains("report.html"));
+    let sum = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let page = dir.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    (sum, page, html)
 }
 
 /// Chromium parses the page without a script element, shows `texts`, and takes a screenshot.
@@ -95,14 +96,7 @@ fn in_the_browser(page: &Path, texts: &[String], name: &str) {
         dom.contains("</table>"),
         "chromium did not render the page: {dom:.400}"
     );
-    assert!(
-        !dom.to_lowercase().contains("<script"),
-        "a script element was parsed"
-    );
-    assert!(
-        dom.contains("&lt;script&gt;alert('owned')&lt;/script&gt;"),
-        "the hostile answer is not there as text"
-    );
+    assert_dom_inert(&dom);
     for t in texts {
         assert!(dom.contains(t.as_str()), "the page does not show {t:?}");
     }
@@ -158,7 +152,7 @@ async fn eval_writes_a_report_page_a_browser_renders() {
         .collect();
     std::fs::write(h.join("prompts.jsonl"), prompts).unwrap();
     let out_dir = h.join("ev");
-    let out = support::moa(
+    let out = moa_ok(
         h,
         &[
             "eval",
@@ -171,27 +165,15 @@ async fn eval_writes_a_report_page_a_browser_renders() {
             "--out",
             out_dir.to_str().unwrap(),
         ],
-        None,
-        KEY,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("report.html"));
-    let sum: Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let (sum, page, html) = written(&out, &out_dir);
     assert_eq!(sum["done"], N);
-    let page = out_dir.join("report.html");
-    let html = std::fs::read_to_string(&page).unwrap();
     eprintln!(
         "a {N}-prompt evaluation (MoA of 2 proposers vs a baseline, judged) writes a report.html of {} bytes",
         html.len()
     );
-    no_outside_or_active_content(&html);
+    assert_inert(&html);
     // Every prompt, with MoA's and the baseline's answers folded and the judge's reasons.
     assert_eq!(html.matches("<tr class=\"fold\">").count(), N);
     assert!(html.matches("<details>").count() >= 3 * N);
@@ -277,7 +259,7 @@ async fn tune_writes_a_report_page_a_browser_renders() {
     std::fs::write(h.join("prompts.jsonl"), prompts).unwrap();
     std::fs::write(h.join("variants.toml"), VARIANTS).unwrap();
     let out_dir = h.join("tuned");
-    let out = support::moa(
+    let out = moa_ok(
         h,
         &[
             "tune",
@@ -293,26 +275,15 @@ async fn tune_writes_a_report_page_a_browser_renders() {
             "--out",
             out_dir.to_str().unwrap(),
         ],
-        None,
-        KEY,
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sum: Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let (sum, page, html) = written(&out, &out_dir);
     assert_eq!(sum["done"], N);
-    let page = out_dir.join("report.html");
-    let html = std::fs::read_to_string(&page).unwrap();
     eprintln!(
         "a {N}-prompt tuning of 3 variants with leave-one-out writes a report.html of {} bytes",
         html.len()
     );
-    no_outside_or_active_content(&html);
+    assert_inert(&html);
     assert_eq!(html.matches("<tr class=\"fold\">").count(), N);
     for want in [
         "Ranking",

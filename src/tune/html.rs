@@ -10,8 +10,10 @@ use super::report::Summary;
 use super::{Against, Results, Variant};
 use crate::session::compare::fmt_cost;
 use crate::session::eval::Item;
-use crate::session::html::eval::{OUTCOMES, judge_fold, prompt_cell};
-use crate::session::html::page::{REPORT_CSS, cards, document, esc, folded, verdict};
+use crate::session::html::eval::{OUTCOMES, agreement_cell, judge_fold, prompt_cell};
+use crate::session::html::page::{
+    REPORT_CSS, cards, document, esc, folded, progress, secs, verdict,
+};
 use crate::session::html::svg::{self, Axis, IntervalRow};
 use crate::session::stats;
 
@@ -20,11 +22,6 @@ const PALETTE: [&str; 8] = [
     "#3b6fb6", "#c2410c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599", "#e67700", "#5c7cfa",
 ];
 const PROPOSERS: &str = "#868e96";
-
-fn secs(ms: Option<u64>) -> String {
-    ms.map(|v| format!("{:.2} s", v as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into())
-}
 
 fn dash<T: std::fmt::Display>(x: Option<T>) -> String {
     x.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
@@ -55,19 +52,8 @@ pub fn report(s: &Summary, inp: &Inputs<'_>) -> String {
         esc(&s.out.display().to_string()),
         env!("CARGO_PKG_VERSION")
     );
-    let mut figures = vec![
-        ("prompts", s.prompts.to_string()),
-        ("done", s.done.to_string()),
-        (
-            "errors",
-            if s.errors > 0 {
-                format!("<span class=\"bad\">{}</span>", s.errors)
-            } else {
-                "0".into()
-            },
-        ),
-        ("variants", s.variants.len().to_string()),
-    ];
+    let mut figures = progress(s.prompts, s.done, s.errors);
+    figures.push(("variants", s.variants.len().to_string()));
     if let Some(best) = s.ranking.first() {
         figures.push(("first by Bradley–Terry", esc(&best.name)));
     }
@@ -411,13 +397,7 @@ fn prompts(o: &mut String, inp: &Inputs<'_>) {
                 Some(format!("{} {}", esc(&v.name), secs(Some(c.latency_ms))))
             })
             .collect();
-        let agreement = f
-            .run
-            .steps
-            .iter()
-            .find_map(|s| s.agreement)
-            .map(|a| format!("{a:.2}"))
-            .unwrap_or_else(|| "-".into());
+        let agreement = agreement_cell(&f.run);
         let _ = writeln!(
             o,
             "<tr><td class=\"n\">{}</td><td class=\"p\">{prompt}</td><td>{}</td><td>{}</td><td class=\"n\">{agreement}</td></tr>",

@@ -69,3 +69,40 @@ pub fn screenshot(browser: &str, page: &Path, png: &Path, (width, height): (u32,
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
     bytes
 }
+
+/// An answer no page may obey: a script, an early `</pre>`, a `javascript:` link, a bell and a
+/// terminal title sequence, and code with HTML in it.
+pub const HOSTILE: &str = "<script>alert('owned')</script> closes </pre> early.\n\n[click me](javascript:alert(1))\n\nbell\u{7} and \u{1b}]0;title\u{7} gone.\n\n```python\ndef f(x):\n    if x:\n        return \"<b>\"\n    return 0\n```\n";
+
+/// The page is self-contained and inert (no script, nothing loaded from elsewhere, no control
+/// character) and shows `HOSTILE` as escaped text.
+pub fn assert_inert(html: &str) {
+    let lower = html.to_lowercase();
+    for bad in [
+        "<script",
+        "javascript:",
+        "<img",
+        "<link",
+        "src=",
+        "@import",
+        "url(",
+        "\u{1b}",
+        "\u{7}",
+    ] {
+        assert!(!lower.contains(bad), "the page holds {bad:?}");
+    }
+    assert!(html.contains("&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;/pre&gt;"));
+}
+
+/// Chromium parsed no script element from the page and shows `HOSTILE` as text.
+pub fn assert_dom_inert(dom: &str) {
+    assert!(
+        !dom.to_lowercase().contains("<script"),
+        "a script element was parsed"
+    );
+    assert!(
+        dom.contains("&lt;script&gt;alert('owned')&lt;/script&gt;"),
+        "the hostile answer is not there as text: {dom:.2000}"
+    );
+}

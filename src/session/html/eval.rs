@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::page::{REPORT_CSS, cards, document, esc, folded, verdict};
+use super::page::{REPORT_CSS, cards, document, esc, folded, progress, secs, verdict};
 use super::svg::{self, Axis, IntervalRow};
-use crate::engine::record::CallStatus;
+use crate::engine::record::{CallStatus, RunRecord};
 use crate::session::compare::fmt_cost;
 use crate::session::eval::{Item, ItemResult, Summary};
 use crate::session::judge::{Judgement, Verdict};
@@ -25,11 +25,6 @@ pub const OUTCOMES: [(&str, &str); 4] = [
 ];
 /// Prompts longer than this are cut in the table; the whole prompt is folded below the row.
 const PROMPT_CUT: usize = 300;
-
-fn secs(ms: Option<u64>) -> String {
-    ms.map(|v| format!("{:.2} s", v as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into())
-}
 
 /// The prompt as the table shows it: the last turn, earlier turns before it.
 pub fn prompt_text(turns: &[String]) -> String {
@@ -55,6 +50,15 @@ pub fn prompt_cell(turns: &[String]) -> (String, Option<String>) {
         )
     });
     (esc(&cut), whole)
+}
+
+/// The proposers' agreement on a prompt (the first step that has one), for its row.
+pub fn agreement_cell(run: &RunRecord) -> String {
+    run.steps
+        .iter()
+        .find_map(|s| s.agreement)
+        .map(|a| format!("{a:.2}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Each order's verdict and the judge's reasons, folded under `what` (the pair) and the outcome.
@@ -106,18 +110,7 @@ pub fn report(s: &Summary, items: &[Item], results: &BTreeMap<String, ItemResult
         esc(&s.out.display().to_string()),
         env!("CARGO_PKG_VERSION")
     );
-    let mut figures = vec![
-        ("prompts", s.prompts.to_string()),
-        ("done", s.done.to_string()),
-        (
-            "errors",
-            if s.errors > 0 {
-                format!("<span class=\"bad\">{}</span>", s.errors)
-            } else {
-                "0".into()
-            },
-        ),
-    ];
+    let mut figures = progress(s.prompts, s.done, s.errors);
     if let Some(j) = &s.judge {
         figures.push(("MoA win rate (ties half)", format!("{:.3}", j.win_rate)));
     }
@@ -346,13 +339,7 @@ fn prompt_rows(o: &mut String, r: &ItemResult, baseline: &str) {
     } else {
         "-".into()
     };
-    let agreement = r
-        .run
-        .steps
-        .iter()
-        .find_map(|s| s.agreement)
-        .map(|a| format!("{a:.2}"))
-        .unwrap_or_else(|| "-".into());
+    let agreement = agreement_cell(&r.run);
     let _ = writeln!(
         o,
         "<tr><td class=\"n\">{}</td><td class=\"p\">{prompt}</td><td>{verdict_cell}</td><td>{exact}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{agreement}</td></tr>",
@@ -401,4 +388,27 @@ fn prompt_rows(o: &mut String, r: &ItemResult, baseline: &str) {
         }));
     }
     o.push_str("</div></td></tr>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_prompt_is_cut_in_the_table_and_folded_whole_below() {
+        let long = format!("<b>{}</b> end", "x".repeat(400));
+        let (cell, whole) = prompt_cell(std::slice::from_ref(&long));
+        assert!(
+            cell.starts_with("&lt;b&gt;") && !cell.contains(" end"),
+            "{cell}"
+        );
+        let whole = whole.expect("a long prompt is folded whole");
+        assert!(
+            whole.contains("&lt;/b&gt; end") && !whole.contains("<b>"),
+            "{whole}"
+        );
+        let (cell, whole) = prompt_cell(&["First".into(), "Then <i>".into()]);
+        assert_eq!(cell, "Turn 1: First\nTurn 2: Then &lt;i&gt;");
+        assert!(whole.is_none());
+    }
 }

@@ -66,6 +66,28 @@ details::details-content{content-visibility:visible;display:block}details>summar
 h2,h3{break-after:avoid}figure,svg,.card,tr{break-inside:avoid}pre{white-space:pre-wrap}}
 ";
 
+/// The first figures of a batch report: prompts, done, errors (in red when there are some).
+pub fn progress(prompts: usize, done: usize, errors: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("prompts", prompts.to_string()),
+        ("done", done.to_string()),
+        (
+            "errors",
+            if errors > 0 {
+                format!("<span class=\"bad\">{errors}</span>")
+            } else {
+                "0".into()
+            },
+        ),
+    ]
+}
+
+/// Milliseconds as seconds, `-` when unknown.
+pub fn secs(ms: Option<u64>) -> String {
+    ms.map(|v| format!("{:.2} s", v as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// Figures at the top of a report: (what, value), the value already HTML.
 pub fn cards(figures: &[(&str, String)]) -> String {
     let mut s = String::from("<div class=\"cards\">");

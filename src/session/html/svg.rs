@@ -79,7 +79,7 @@ pub struct IntervalRow {
 /// Rows of a value with its intervals on a common axis: win rates with their 95 % intervals, or
 /// Bradley–Terry scores with theirs. `legend` names the intervals in order.
 pub fn intervals(rows: &[IntervalRow], axis: &Axis, legend: &[&str], label: &str) -> String {
-    let (label_w, plot_w, note_w, row_h) = (190.0, 460.0, 230.0, 26.0);
+    let (label_w, plot_w, note_w, row_h) = (190.0, 460.0, 330.0, 26.0);
     let top = 6.0;
     let h = top + rows.len() as f64 * row_h + 48.0;
     let span = (axis.hi - axis.lo).max(1e-9);
