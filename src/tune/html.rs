@@ -86,7 +86,7 @@ fn variants_table(o: &mut String, s: &Summary) {
         let n = |f: fn(&super::report::Judged) -> usize| dash(j.map(f));
         let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"ci\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&v.name),
             esc(&v.setup),
             n(|j| j.wins),
@@ -197,8 +197,9 @@ fn judged(o: &mut String, s: &Summary) {
             .flat_map(|r| [r.score, r.ci95[0], r.ci95[1]])
             .filter(|x| x.is_finite())
             .fold(0.0f64, |m, x| m.max(x.abs()))
-            .max(0.25)
-            * 1.1;
+            .max(0.25);
+        // Up to a multiple of 0.5, so that the gridlines (quarters of the axis) fall on round values.
+        let reach = (reach * 1.1 * 2.0).ceil() / 2.0;
         let rows: Vec<IntervalRow> = s
             .ranking
             .iter()

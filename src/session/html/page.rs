@@ -55,7 +55,7 @@ pub const REPORT_CSS: &str = "
 .card{border:1px solid #ccd;border-radius:6px;padding:.35rem .8rem;min-width:8.5rem}
 .card b{display:block;font-size:1.25rem;font-variant-numeric:tabular-nums}.card span{color:#666;font-size:.8rem}
 svg.chart{max-width:100%;height:auto;display:block}figure{margin:.5rem 0 1rem}figcaption{font-size:.82rem;color:#555;max-width:60rem}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.n,td.ci{white-space:nowrap}
 table.prompts{width:100%}table.prompts td{vertical-align:top}table.prompts td.p{max-width:28rem;overflow-wrap:anywhere;white-space:pre-wrap}
 tr.fold>td{border-top:none;padding:0 .45rem .6rem}
 .side{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:.5rem}
