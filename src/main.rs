@@ -49,6 +49,17 @@ enum Command {
         /// Only this provider.
         provider: Option<String>,
     },
+    /// Play a saved run back in the workbench at its recorded pace (no key, no network, no cost).
+    Replay {
+        /// The session (id, id prefix or part of its name).
+        session: String,
+        /// Which run (1 = the first); default the session's last whole run.
+        #[arg(long)]
+        run: Option<usize>,
+        /// Play this many times faster (0.5 = half speed); + and - change it while playing.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +85,18 @@ fn main() -> ExitCode {
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),
+        Some(Command::Replay {
+            session,
+            run,
+            speed,
+        }) => {
+            moa_workbench::tui::replay(args.config.as_deref(), &session, run, speed).map_err(|e| {
+                cli::CliError {
+                    code: e.code(),
+                    message: e.to_string(),
+                }
+            })
+        }
         None => moa_workbench::tui::main(args.config.as_deref(), args.preset).map_err(|e| {
             cli::CliError {
                 code: e.code(),
