@@ -159,6 +159,31 @@ async fn a_run_keeps_its_timeline_and_exports_as_an_asciicast() {
     let last_fast: Value = serde_json::from_str(fast.lines().last().unwrap()).unwrap();
     let ratio = end / last_fast[0].as_f64().unwrap();
     assert!((1.9..2.1).contains(&ratio), "{ratio}");
+    // -o with a bare file name writes it in the current folder (its parent is "").
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moa"))
+        .args([
+            "sessions",
+            "export",
+            &id,
+            "--format",
+            "cast",
+            "-o",
+            "demo.cast",
+        ])
+        .env("MOA_HOME", home.path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(home.path().join("demo.cast"))
+            .unwrap()
+            .starts_with("{\"version\":2")
+    );
     // Nothing but the one run went to the provider.
     assert_eq!(s.log().len(), 3);
 }
