@@ -42,8 +42,13 @@ enum Command {
         #[command(subcommand)]
         command: PresetsCommand,
     },
-    /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2) with a progress bar.
-    Pull,
+    /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2), or one GGUF file from the
+    /// Hugging Face hub (hf:OWNER/REPO/FILE.gguf[@REVISION]; HF_ENDPOINT, HF_TOKEN), with a
+    /// progress bar.
+    Pull {
+        /// hf:OWNER/REPO/FILE.gguf: this file instead of the embedded models.
+        what: Option<String>,
+    },
     /// Configured models and those the providers list at /v1/models.
     Models {
         /// Only this provider.
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
         Some(Command::Tune(a)) => cli::tune::main(args.config.as_deref(), a),
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
-        Some(Command::Pull) => cli::pull(args.config.as_deref()),
+        Some(Command::Pull { what }) => cli::pull(args.config.as_deref(), what.as_deref()),
         Some(Command::Replay {
             session,
             run,
