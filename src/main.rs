@@ -42,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: PresetsCommand,
     },
+    /// OpenAI-compatible server: every preset is a model `moa/<preset>` (MOA_SERVE_KEY: bearer keys).
+    Serve(cli::serve::ServeArgs),
     /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2) with a progress bar.
     Pull,
     /// Configured models and those the providers list at /v1/models.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Some(Command::Tune(a)) => cli::tune::main(args.config.as_deref(), a),
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
+        Some(Command::Serve(a)) => cli::serve::main(args.config.as_deref(), a),
         Some(Command::Pull) => cli::pull(args.config.as_deref()),
         None => moa_workbench::tui::main(args.config.as_deref(), args.preset).map_err(|e| {
             cli::CliError {
