@@ -787,11 +787,21 @@ output_per_mtok = 2.0
         )
         .unwrap_err()
         .to_string();
-        assert_eq!(e, "c.toml:2:27: serve.max_concurrent_requests must be at least 1");
-        let e = Config::from_toml(folders(), Path::new("c.toml"), "[serve]\nmax_requests = 2\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("c.toml:2:1: ") && e.contains("max_requests"), "{e}");
+        assert_eq!(
+            e,
+            "c.toml:2:27: serve.max_concurrent_requests must be at least 1"
+        );
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_requests = 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:2:1: ") && e.contains("max_requests"),
+            "{e}"
+        );
     }
 
     #[test]

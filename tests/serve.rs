@@ -173,7 +173,11 @@ fn content_of(frames: &[(Instant, String)]) -> String {
     frames
         .iter()
         .filter_map(|(_, f)| data(f))
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -220,7 +224,10 @@ async fn streaming_sends_the_aggregators_tokens_as_they_arrive() {
     assert!(spread >= Duration::from_millis(450), "{spread:?}");
     let first = contents[0].0 - sent;
     let total = frames.last().unwrap().0 - sent;
-    assert!(total - first >= Duration::from_millis(450), "{first:?} {total:?}");
+    assert!(
+        total - first >= Duration::from_millis(450),
+        "{first:?} {total:?}"
+    );
     // The first chunk names the role; the one with finish_reason carries the run summary.
     let v: Vec<Value> = frames.iter().filter_map(|(_, f)| data(f)).collect();
     assert_eq!(v[0]["choices"][0]["delta"]["role"], "assistant");
@@ -250,8 +257,10 @@ async fn streaming_sends_the_aggregators_tokens_as_they_arrive() {
     // The same request without streaming: the same text.
     let body = client()
         .post(moa.url("/v1/chat/completions"))
-        .json(&json!({"model": "moa/mini", "messages": [{"role": "user", "content": "Q"}],
-                      "temperature": 1.1, "max_tokens": 77, "top_p": 0.5}))
+        .json(
+            &json!({"model": "moa/mini", "messages": [{"role": "user", "content": "Q"}],
+                      "temperature": 1.1, "max_tokens": 77, "top_p": 0.5}),
+        )
         .send()
         .await
         .unwrap();
@@ -333,21 +342,14 @@ async fn a_failed_aggregator_falls_back_and_says_so() {
         .text()
         .await
         .unwrap();
-    assert!(
-        m.contains("moa_fallbacks_total{preset=\"mini\"} 2"),
-        "{m}"
-    );
+    assert!(m.contains("moa_fallbacks_total{preset=\"mini\"} 2"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_come_in_openais_shape_with_their_status() {
     let s = Server::start().await;
     s.script("bad", vec![Reply::status(400, "{\"error\":\"no\"}")]);
-    let home = home_with(
-        &s,
-        "",
-        "[serve]\nmax_body_bytes = 3000\n",
-    );
+    let home = home_with(&s, "", "[serve]\nmax_body_bytes = 3000\n");
     preset(
         home.path(),
         "nokey",
@@ -361,7 +363,9 @@ async fn errors_come_in_openais_shape_with_their_status() {
     // GROQ_API_KEY is not set (start removes it): the preset is reported and refused with 503.
     let moa = start(
         home.path(),
-        &["--preset", "mini", "--preset", "nokey", "--preset", "broken"],
+        &[
+            "--preset", "mini", "--preset", "nokey", "--preset", "broken",
+        ],
         &[],
     )
     .await;
@@ -384,9 +388,12 @@ async fn errors_come_in_openais_shape_with_their_status() {
     let r = post("{\"model\": ".into()).await.unwrap();
     assert_eq!(r.status(), 400);
     check(400, &r.json().await.unwrap(), Some("invalid_json"));
-    let r = post(r#"{"model":"moa/mini","messages":[{"role":"user","content":"q"}],"temperature":"warm"}"#.into())
-        .await
-        .unwrap();
+    let r = post(
+        r#"{"model":"moa/mini","messages":[{"role":"user","content":"q"}],"temperature":"warm"}"#
+            .into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     check(400, &v, None);
@@ -397,11 +404,15 @@ async fn errors_come_in_openais_shape_with_their_status() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     check(404, &v, Some("model_not_found"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("moa/mini"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("moa/mini"),
+        "{v}"
+    );
     let big = "x".repeat(5000);
-    let r = post(json!({"model":"moa/mini","messages":[{"role":"user","content":big}]}).to_string())
-        .await
-        .unwrap();
+    let r =
+        post(json!({"model":"moa/mini","messages":[{"role":"user","content":big}]}).to_string())
+            .await
+            .unwrap();
     assert_eq!(r.status(), 413);
     check(413, &r.json().await.unwrap(), Some("request_too_large"));
     let r = post(r#"{"model":"moa/nokey","messages":[{"role":"user","content":"q"}]}"#.into())
@@ -418,8 +429,7 @@ async fn errors_come_in_openais_shape_with_their_status() {
         "{v}"
     );
     assert!(
-        moa.stderr().contains("moa/nokey is unavailable")
-            && moa.stderr().contains("GROQ_API_KEY"),
+        moa.stderr().contains("moa/nokey is unavailable") && moa.stderr().contains("GROQ_API_KEY"),
         "{}",
         moa.stderr()
     );
@@ -433,7 +443,10 @@ async fn errors_come_in_openais_shape_with_their_status() {
         assert_eq!(r.status(), 502);
         let v: Value = r.json().await.unwrap();
         check(502, &v, Some("no_answer"));
-        assert!(v["error"]["message"].as_str().unwrap().contains("fake/bad"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("fake/bad"),
+            "{v}"
+        );
     }
     let r = c.get(moa.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -480,9 +493,22 @@ async fn saturation_is_429_with_retry_after_and_the_deadline_is_504() {
     // The deadline cancelled the aggregator calls at the provider.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.in_flight(), 0);
-    let m = c.get(moa.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("moa_requests_total{preset=\"mini\",status=\"429\"} 1"), "{m}");
-    assert!(m.contains("moa_requests_total{preset=\"mini\",status=\"504\"} 2"), "{m}");
+    let m = c
+        .get(moa.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("moa_requests_total{preset=\"mini\",status=\"429\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moa_requests_total{preset=\"mini\",status=\"504\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -501,8 +527,18 @@ async fn a_key_is_needed_everywhere_but_health() {
         assert_eq!(r.status(), 401, "{path}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "invalid_api_key");
-        assert!(v["error"]["message"].as_str().unwrap().contains("MOA_SERVE_KEY"));
-        let r = c.get(moa.url(path)).bearer_auth("wrong").send().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("MOA_SERVE_KEY")
+        );
+        let r = c
+            .get(moa.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{path}");
         let r = c
             .get(moa.url(path))
@@ -579,7 +615,12 @@ async fn every_preset_is_a_model() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    for id in ["moa/mini", "moa/together-moa", "moa/groq-moa", "moa/local-self-moa"] {
+    for id in [
+        "moa/mini",
+        "moa/together-moa",
+        "moa/groq-moa",
+        "moa/local-self-moa",
+    ] {
         assert!(ids.contains(&id), "{id} not in {ids:?}");
     }
     let mini = v["data"]
@@ -590,7 +631,10 @@ async fn every_preset_is_a_model() {
         .unwrap();
     assert_eq!(mini["object"], "model");
     assert_eq!(mini["moa"]["available"], true);
-    assert_eq!(mini["moa"]["models"], json!(["fake/p1", "fake/p2", "fake/agg"]));
+    assert_eq!(
+        mini["moa"]["models"],
+        json!(["fake/p1", "fake/p2", "fake/agg"])
+    );
     let groq = v["data"]
         .as_array()
         .unwrap()
@@ -598,7 +642,12 @@ async fn every_preset_is_a_model() {
         .find(|m| m["id"] == "moa/groq-moa")
         .unwrap();
     assert_eq!(groq["moa"]["available"], false);
-    assert!(groq["moa"]["problem"].as_str().unwrap().contains("GROQ_API_KEY"));
+    assert!(
+        groq["moa"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("GROQ_API_KEY")
+    );
     assert!(moa.stderr().contains("GROQ_API_KEY"), "{}", moa.stderr());
     drop(moa);
     let only = start(home.path(), &["--preset", "mini"], &[]).await;
@@ -611,26 +660,40 @@ async fn every_preset_is_a_model() {
         .await
         .unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
-    let r = client().get(only.url("/v1/models/moa/mini")).send().await.unwrap();
+    let r = client()
+        .get(only.url("/v1/models/moa/mini"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_what_was_served() {
     let s = Server::start().await;
-    s.script("p1", vec![Reply::text(&["One."], 150, 5)]);
-    s.script("p2", vec![Reply::status(400, "{\"error\":\"no\"}")]);
+    s.script("p1", vec![Reply::text(&["One", " answer."], 150, 5)]);
+    s.script("p2", vec![Reply::text(&["One", " answer", " too."], 5, 5)]);
+    s.script("bad", vec![Reply::status(400, "{\"error\":\"no\"}")]);
     let home = home_with(&s, "", "");
-    let moa = start(home.path(), &["--preset", "mini"], &[]).await;
+    preset(
+        home.path(),
+        "trio",
+        "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }, { model = \"fake/bad\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
+    );
+    let moa = start(home.path(), &["--preset", "trio"], &[]).await;
     let c = client();
+    let (mut tokens_in, mut tokens_out) = (0, 0);
     for _ in 0..3 {
         let r = c
             .post(moa.url("/v1/chat/completions"))
-            .json(&chat_body("moa/mini", false))
+            .json(&chat_body("moa/trio", false))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        tokens_in += v["usage"]["prompt_tokens"].as_u64().unwrap();
+        tokens_out += v["usage"]["completion_tokens"].as_u64().unwrap();
     }
     let m = c.get(moa.url("/metrics")).send().await.unwrap();
     assert!(
@@ -641,21 +704,22 @@ async fn metrics_count_what_was_served() {
     );
     let m = m.text().await.unwrap();
     for line in [
-        "moa_proposer_latency_seconds_count{preset=\"mini\",proposer_id=\"fake/p1#0\"} 3",
-        "moa_proposer_latency_seconds_bucket{le=\"0.1\",preset=\"mini\",proposer_id=\"fake/p1#0\"} 0",
-        "moa_proposer_latency_seconds_bucket{le=\"60.0\",preset=\"mini\",proposer_id=\"fake/p1#0\"} 3",
-        "moa_aggregator_latency_seconds_count{preset=\"mini\"} 3",
-        "moa_requests_total{preset=\"mini\",status=\"200\"} 3",
-        "moa_call_failures_total{preset=\"mini\",kind=\"http_400\"} 3",
-        "moa_requests_in_flight 0",
-        // 2 calls a run answered: 10 tokens in each, 1 and 4 out.
-        "moa_tokens_in_total{preset=\"mini\"} 60",
-        "moa_tokens_out_total{preset=\"mini\"} 15",
-        "# TYPE moa_proposer_agreement_score gauge",
-        "# TYPE moa_cache_hits counter",
+        "moa_proposer_latency_seconds_count{preset=\"trio\",proposer_id=\"fake/p1#0\"} 3".to_string(),
+        "moa_proposer_latency_seconds_bucket{le=\"0.1\",preset=\"trio\",proposer_id=\"fake/p1#0\"} 0".into(),
+        "moa_proposer_latency_seconds_bucket{le=\"60.0\",preset=\"trio\",proposer_id=\"fake/p1#0\"} 3".into(),
+        "moa_proposer_latency_seconds_count{preset=\"trio\",proposer_id=\"fake/p2#1\"} 3".into(),
+        "moa_aggregator_latency_seconds_count{preset=\"trio\"} 3".into(),
+        "moa_requests_total{preset=\"trio\",status=\"200\"} 3".into(),
+        "moa_call_failures_total{preset=\"trio\",kind=\"http_error\"} 3".into(),
+        "moa_requests_in_flight 0".into(),
+        "moa_proposer_agreement_score{preset=\"trio\"} ".into(),
+        "moa_proposer_agreement_score_distribution_count{preset=\"trio\"} 3".into(),
+        format!("moa_tokens_in_total{{preset=\"trio\"}} {tokens_in}"),
+        format!("moa_tokens_out_total{{preset=\"trio\"}} {tokens_out}"),
     ] {
-        assert!(m.contains(line), "{line} not in\n{m}");
+        assert!(m.contains(&line), "{line} not in\n{m}");
     }
+    assert!(tokens_out >= 3 * (2 + 3 + 4), "{tokens_out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -688,7 +752,10 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
     let agg = s.requests_for("agg").pop().unwrap();
     let ended = agg.ended.expect("the aggregator request ended");
     let after = ended.saturating_duration_since(gone);
-    assert!(after < Duration::from_millis(100), "cancelled after {after:?}");
+    assert!(
+        after < Duration::from_millis(100),
+        "cancelled after {after:?}"
+    );
     // Before the first byte too: proposers still thinking when the client leaves.
     s.script("p1", vec![Reply::text(&["late"], 10_000, 5)]);
     s.script("p2", vec![Reply::text(&["late"], 10_000, 5)]);
@@ -709,7 +776,10 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let after = gone.elapsed();
-    assert!(after < Duration::from_millis(100), "cancelled after {after:?}");
+    assert!(
+        after < Duration::from_millis(100),
+        "cancelled after {after:?}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let m = client()
         .get(moa.url("/metrics"))
@@ -719,7 +789,10 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
         .text()
         .await
         .unwrap();
-    assert!(m.contains("moa_requests_total{preset=\"mini\",status=\"499\"} 2"), "{m}");
+    assert!(
+        m.contains("moa_requests_total{preset=\"mini\",status=\"499\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -905,14 +978,21 @@ async fn the_official_openai_client_works_against_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["models"].as_array().unwrap().contains(&json!("moa/mini")), "{v}");
+    assert!(
+        v["models"].as_array().unwrap().contains(&json!("moa/mini")),
+        "{v}"
+    );
     assert_eq!(v["plain"]["text"], "Mixture of agents é ✓.");
     assert_eq!(v["streamed"]["text"], v["plain"]["text"]);
     assert!(v["streamed"]["chunks"].as_u64().unwrap() >= 4, "{v}");
-    assert_eq!(v["plain"]["usage"]["total_tokens"], 36);
-    assert_eq!(v["streamed"]["usage"]["total_tokens"], 36);
+    // 10 tokens in per call; p1 and p2 answer in 4 parts (the scripted default), the aggregator 4.
+    assert_eq!(v["plain"]["usage"]["total_tokens"], 42);
+    assert_eq!(v["streamed"]["usage"]["total_tokens"], 42);
     assert_eq!(v["plain"]["moa_source"], "aggregate");
-    assert_eq!(v["errors"]["unknown_model"], json!({"status": 404, "code": "model_not_found"}));
+    assert_eq!(
+        v["errors"]["unknown_model"],
+        json!({"status": 404, "code": "model_not_found"})
+    );
     assert_eq!(v["errors"]["bad_key"]["status"], 401);
     assert_eq!(v["errors"]["bad_type"]["status"], 400);
     assert_eq!(v["errors"]["bad_type"]["param"], "temperature");
@@ -920,7 +1000,11 @@ async fn the_official_openai_client_works_against_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_sees_the_raw_sse() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("curl is missing");
         }
@@ -945,7 +1029,11 @@ async fn curl_sees_the_raw_sse() {
     assert!(text.starts_with("event: moa.progress\ndata: {"), "{text}");
     assert!(text.contains("\"type\":\"call_started\""), "{text}");
     assert!(text.contains("\"type\":\"step_done\""), "{text}");
-    assert!(text.contains("data: {\"id\":\"chatcmpl-"), "{text}");
+    assert!(
+        text.contains("\"object\":\"chat.completion.chunk\""),
+        "{text}"
+    );
+    assert!(text.contains("\"id\":\"chatcmpl-"), "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let frames: Vec<(Instant, String)> = text
         .split("\n\n")

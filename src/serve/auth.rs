@@ -63,7 +63,10 @@ impl Keys {
         let given = digest(token);
         let mut ok = 0u8;
         for d in &self.digests {
-            let diff = d.iter().zip(given.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            let diff = d
+                .iter()
+                .zip(given.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             ok |= u8::from(diff == 0);
         }
         ok == 1

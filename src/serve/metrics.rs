@@ -216,8 +216,7 @@ impl Metrics {
 
     pub fn run_done(&self, r: &RunRecord) {
         let l = vec![("preset", r.preset.clone())];
-        if r
-            .final_answer
+        if r.final_answer
             .as_ref()
             .is_some_and(|f| f.source.starts_with("fallback:"))
         {

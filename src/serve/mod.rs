@@ -44,13 +44,7 @@ fn problem(config: &Config, preset: &Preset) -> Option<String> {
         let text = e.message;
         // preflight's first line names the preset; the model list says that already.
         let detail = text.split_once('\n').map_or(text.as_str(), |(_, d)| d);
-        return Some(
-            detail
-                .lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        return Some(detail.lines().map(str::trim).collect::<Vec<_>>().join("; "));
     }
     let embedded = preset.models(false).iter().any(|m| {
         config.resolve(m).is_ok_and(|(p, name)| {
@@ -125,7 +119,10 @@ async fn shutdown_signal() {
 pub fn main(config_path: Option<&Path>, opts: ServeOptions) -> Result<u8, AppError> {
     let s = setup(config_path)?;
     let settings = s.config.serve.clone();
-    let listen = opts.listen.clone().unwrap_or_else(|| settings.listen.clone());
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| settings.listen.clone());
     let addr: SocketAddr = listen.parse().map_err(|e| {
         AppError::usage(format!(
             "--listen {listen:?} is not an address ({e}); write IP:PORT, e.g. 127.0.0.1:8080"

@@ -132,8 +132,7 @@ impl Reader {
             },
             RunEvent::CallFinished { tag, record } | RunEvent::CallFailed { tag, record } => {
                 if tag.stage != Stage::Baseline {
-                    self.metrics
-                        .call(&self.preset, self.op(tag.stage), &record);
+                    self.metrics.call(&self.preset, self.op(tag.stage), &record);
                 }
                 self.progress.then(|| {
                     Out::Progress(json!({

@@ -258,7 +258,11 @@ pub async fn complete(
                 ));
             }
             Ok(Some(Out::Done(r))) => {
-                return match r.final_answer.as_ref().filter(|f| f.status == CallStatus::Ok) {
+                return match r
+                    .final_answer
+                    .as_ref()
+                    .filter(|f| f.status == CallStatus::Ok)
+                {
                     Some(f) => {
                         run.status = 200;
                         Ok(wire::completion(model, &r, &f.text, created))

@@ -187,7 +187,10 @@ fn number(v: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Optio
                 format!("{field} must be a number from {lo} to {hi}"),
             )),
         },
-        Some(_) => Err(ApiError::invalid(field, format!("{field} must be a number"))),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a number"),
+        )),
     }
 }
 
@@ -209,7 +212,10 @@ fn object<'a>(
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
-        Some(_) => Err(ApiError::invalid(field, format!("{field} must be an object"))),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be an object"),
+        )),
     }
 }
 
@@ -554,9 +560,8 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("model"));
         let e = err(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#);
         assert_eq!(e.param.as_deref(), Some("messages[0].role"));
-        let e = err(
-            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
-        );
+        let e =
+            err(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#);
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0].type"));
         let e = err(r#"{"model":"m","messages":[{"role":"assistant","content":"x"}]}"#);
         assert_eq!(e.param.as_deref(), Some("messages"));
