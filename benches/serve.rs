@@ -212,14 +212,14 @@ fn main() {
             // Each request's ideal: its slowest proposer plus its aggregator, as the server timed them.
             let mut added = Vec::new();
             for d in done.iter().filter(|d| d.ok) {
-                let needle = format!("\"{}\"", d.question);
+                let needle = serde_json::Value::String(d.question.clone());
                 let calls: Vec<_> = log
                     .iter()
                     .filter(|l| {
                         l.body["messages"]
                             .as_array()
                             .and_then(|m| m.last())
-                            .is_some_and(|m| m["content"].to_string() == needle)
+                            .is_some_and(|m| m["content"] == needle)
                     })
                     .collect();
                 let slowest = calls

@@ -991,7 +991,7 @@ async fn the_official_openai_client_works_against_it() {
     assert_eq!(v["plain"]["moa_source"], "aggregate");
     assert_eq!(
         v["errors"]["unknown_model"],
-        json!({"status": 404, "code": "model_not_found"})
+        json!({"status": 404, "code": "model_not_found", "param": "model"})
     );
     assert_eq!(v["errors"]["bad_key"]["status"], 401);
     assert_eq!(v["errors"]["bad_type"]["status"], 400);

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::engine::record::{CallRecord, CallStatus, RunRecord, StepRecord};
+use crate::engine::record::{CallRecord, CallStatus, RunRecord};
 
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
@@ -206,16 +206,19 @@ impl Metrics {
         }
     }
 
-    pub fn step_done(&self, preset: &str, s: &StepRecord) {
-        if let Some(a) = s.agreement.filter(|_| is_proposer_op(&s.op)) {
-            let l = vec![("preset", preset.to_string())];
+    /// The run ended: its proposer layers' agreement (scored as steps end, complete in the run
+    /// record), fallback, tokens and cost.
+    pub fn run_done(&self, r: &RunRecord) {
+        let l = vec![("preset", r.preset.clone())];
+        for a in r
+            .steps
+            .iter()
+            .filter(|s| is_proposer_op(&s.op))
+            .filter_map(|s| s.agreement)
+        {
             self.agreement.get_or_create(&l).set(a);
             self.agreement_histogram.get_or_create(&l).observe(a);
         }
-    }
-
-    pub fn run_done(&self, r: &RunRecord) {
-        let l = vec![("preset", r.preset.clone())];
         if r.final_answer
             .as_ref()
             .is_some_and(|f| f.source.starts_with("fallback:"))

@@ -149,19 +149,16 @@ impl Reader {
                     }))
                 })
             }
-            RunEvent::StepDone { step, record, .. } => {
-                self.metrics.step_done(&self.preset, &record);
-                self.progress.then(|| {
-                    Out::Progress(json!({
-                        "type": "step_done",
-                        "step": step,
-                        "op": record.op,
-                        "agreement": record.agreement,
-                        "agreement_method": record.agreement_method,
-                        "wall_ms": record.wall_ms,
-                    }))
-                })
-            }
+            RunEvent::StepDone { step, record, .. } => self.progress.then(|| {
+                Out::Progress(json!({
+                    "type": "step_done",
+                    "step": step,
+                    "op": record.op,
+                    "agreement": record.agreement,
+                    "agreement_method": record.agreement_method,
+                    "wall_ms": record.wall_ms,
+                }))
+            }),
             RunEvent::RunDone { record } => {
                 self.metrics.run_done(&record);
                 self.end();
