@@ -46,6 +46,27 @@ impl Moa {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` as text, with no key.
+    async fn text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.text(path).await).unwrap()
+    }
+
+    /// A chat completion request with this body, not sent yet.
+    fn chat(&self, c: &reqwest::Client, body: &Value) -> reqwest::RequestBuilder {
+        c.post(self.url("/v1/chat/completions")).json(body)
+    }
+
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -193,9 +214,8 @@ async fn streaming_sends_the_aggregators_tokens_as_they_arrive() {
     let home = home_with(&s, "", "");
     let moa = start(home.path(), &["--preset", "mini"], &[]).await;
     let sent = Instant::now();
-    let resp = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", true))
+    let resp = moa
+        .chat(&client(), &chat_body("moa/mini", true))
         .send()
         .await
         .unwrap();
@@ -255,9 +275,9 @@ async fn streaming_sends_the_aggregators_tokens_as_they_arrive() {
     assert_eq!(s.requests_for("agg")[0].body["temperature"], 0.3);
 
     // The same request without streaming: the same text.
-    let body = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(
+    let body = moa
+        .chat(
+            &client(),
             &json!({"model": "moa/mini", "messages": [{"role": "user", "content": "Q"}],
                       "temperature": 1.1, "max_tokens": 77, "top_p": 0.5}),
         )
@@ -291,9 +311,8 @@ async fn a_failed_aggregator_falls_back_and_says_so() {
     s.script("agg", vec![Reply::status(400, "{\"error\":\"bad\"}")]);
     let home = home_with(&s, "", "");
     let moa = start(home.path(), &["--preset", "mini"], &[]).await;
-    let resp = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", true))
+    let resp = moa
+        .chat(&client(), &chat_body("moa/mini", true))
         .send()
         .await
         .unwrap();
@@ -322,9 +341,8 @@ async fn a_failed_aggregator_falls_back_and_says_so() {
             support::Piece::Disconnect(50),
         ])],
     );
-    let resp = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", true))
+    let resp = moa
+        .chat(&client(), &chat_body("moa/mini", true))
         .send()
         .await
         .unwrap();
@@ -334,14 +352,7 @@ async fn a_failed_aggregator_falls_back_and_says_so() {
     assert_eq!(last["error"]["code"], "aggregator_interrupted", "{last}");
     let fb = last["moa"]["final_text"].as_str().unwrap();
     assert!(fb == "One." || fb == "Two.", "{last}");
-    let m = client()
-        .get(moa.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = moa.text("/metrics").await;
     assert!(m.contains("moa_fallbacks_total{preset=\"mini\"} 2"), "{m}");
 }
 
@@ -465,11 +476,7 @@ async fn saturation_is_429_with_retry_after_and_the_deadline_is_504() {
     );
     let moa = start(home.path(), &["--preset", "mini"], &[]).await;
     let c = client();
-    let req = |stream: bool| {
-        c.post(moa.url("/v1/chat/completions"))
-            .json(&chat_body("moa/mini", stream))
-            .send()
-    };
+    let req = |stream: bool| moa.chat(&c, &chat_body("moa/mini", stream)).send();
     let started = Instant::now();
     let a = tokio::spawn(req(false));
     let b = tokio::spawn(req(true));
@@ -493,14 +500,7 @@ async fn saturation_is_429_with_retry_after_and_the_deadline_is_504() {
     // The deadline cancelled the aggregator calls at the provider.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.in_flight(), 0);
-    let m = c
-        .get(moa.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = moa.text("/metrics").await;
     assert!(
         m.contains("moa_requests_total{preset=\"mini\",status=\"429\"} 1"),
         "{m}"
@@ -548,9 +548,8 @@ async fn a_key_is_needed_everywhere_but_health() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let r = c
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", false))
+    let r = moa
+        .chat(&c, &chat_body("moa/mini", false))
         .send()
         .await
         .unwrap();
@@ -600,14 +599,7 @@ async fn every_preset_is_a_model() {
     let s = Server::start().await;
     let home = home_with(&s, "", "");
     let moa = start(home.path(), &[], &[]).await;
-    let v: Value = client()
-        .get(moa.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = moa.json("/v1/models").await;
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"]
         .as_array()
@@ -651,14 +643,7 @@ async fn every_preset_is_a_model() {
     assert!(moa.stderr().contains("GROQ_API_KEY"), "{}", moa.stderr());
     drop(moa);
     let only = start(home.path(), &["--preset", "mini"], &[]).await;
-    let v: Value = client()
-        .get(only.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = only.json("/v1/models").await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     let r = client()
         .get(only.url("/v1/models/moa/mini"))
@@ -684,9 +669,8 @@ async fn metrics_count_what_was_served() {
     let c = client();
     let (mut tokens_in, mut tokens_out) = (0, 0);
     for _ in 0..3 {
-        let r = c
-            .post(moa.url("/v1/chat/completions"))
-            .json(&chat_body("moa/trio", false))
+        let r = moa
+            .chat(&c, &chat_body("moa/trio", false))
             .send()
             .await
             .unwrap();
@@ -732,9 +716,8 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
     s.script("p2", vec![Reply::text(&["Two."], 5, 5)]);
     let home = home_with(&s, "", "");
     let moa = start(home.path(), &["--preset", "mini"], &[]).await;
-    let resp = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", true))
+    let resp = moa
+        .chat(&client(), &chat_body("moa/mini", true))
         .send()
         .await
         .unwrap();
@@ -760,11 +743,7 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
     s.script("p1", vec![Reply::text(&["late"], 10_000, 5)]);
     s.script("p2", vec![Reply::text(&["late"], 10_000, 5)]);
     let c = client();
-    let pending = tokio::spawn(
-        c.post(moa.url("/v1/chat/completions"))
-            .json(&chat_body("moa/mini", true))
-            .send(),
-    );
+    let pending = tokio::spawn(moa.chat(&c, &chat_body("moa/mini", true)).send());
     while s.in_flight() < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -781,14 +760,7 @@ async fn a_client_that_goes_away_cancels_its_pipeline() {
         "cancelled after {after:?}"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = client()
-        .get(moa.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = moa.text("/metrics").await;
     assert!(
         m.contains("moa_requests_total{preset=\"mini\",status=\"499\"} 2"),
         "{m}"
@@ -807,9 +779,7 @@ async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_ones() {
     let c = client();
     let mut running = Vec::new();
     for _ in 0..10 {
-        let r = c
-            .post(moa.url("/v1/chat/completions"))
-            .json(&chat_body("moa/mini", true));
+        let r = moa.chat(&c, &chat_body("moa/mini", true));
         running.push(tokio::spawn(async move {
             let resp = r.send().await.unwrap();
             assert_eq!(resp.status(), 200);
@@ -861,10 +831,11 @@ async fn two_hundred_concurrent_streams_under_a_provider_limit() {
     let expected: String = words.concat();
     let mut all = Vec::new();
     for i in 0..200 {
-        let r = c
-            .post(moa.url("/v1/chat/completions"))
-            .json(&json!({"model": "moa/mini", "stream": true,
-                          "messages": [{"role": "user", "content": format!("question {i}")}]}));
+        let r = moa.chat(
+            &c,
+            &json!({"model": "moa/mini", "stream": true,
+                          "messages": [{"role": "user", "content": format!("question {i}")}]}),
+        );
         all.push(tokio::spawn(async move {
             let resp = r.send().await.unwrap();
             assert_eq!(resp.status(), 200);
@@ -893,9 +864,8 @@ async fn record_saves_served_runs_as_sessions() {
     let s = Server::start().await;
     let home = home_with(&s, "", "");
     let moa = start(home.path(), &["--preset", "mini", "--record"], &[]).await;
-    let r = client()
-        .post(moa.url("/v1/chat/completions"))
-        .json(&chat_body("moa/mini", true))
+    let r = moa
+        .chat(&client(), &chat_body("moa/mini", true))
         .send()
         .await
         .unwrap();
