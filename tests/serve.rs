@@ -814,6 +814,46 @@ async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_drain_timeout_bounds_shutdown() {
+    let s = Server::start().await;
+    s.script(
+        "agg",
+        vec![Reply::text(&["never ", "finishes"], 100, 30_000)],
+    );
+    let home = home_with(&s, "", "[serve]\ndrain_timeout_ms = 300\n");
+    let mut moa = start(home.path(), &["--preset", "mini"], &[]).await;
+    let c = client();
+    let r = moa
+        .chat(&c, &chat_body("moa/mini", true))
+        .send()
+        .await
+        .unwrap();
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+    let signalled = Instant::now();
+    moa.signal(libc::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(10), moa.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", moa.stderr());
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        moa.stderr().contains("still running; they were cancelled"),
+        "{}",
+        moa.stderr()
+    );
+    // The aggregator's request was dropped with the process.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_concurrent_streams_under_a_provider_limit() {
     let s = Server::start().await;
     let words: Vec<String> = (0..20).map(|i| format!("t{i} ")).collect();
