@@ -152,6 +152,86 @@ struct ConfigFile {
     prices: BTreeMap<String, Price>,
     #[serde(default)]
     models: BTreeMap<String, ModelFacts>,
+    /// `moa serve`'s limits.
+    #[serde(default)]
+    serve: ServeEntry,
+}
+
+/// `[serve]` as written: each limit optional, checked where it is (`ServeSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeEntry {
+    listen: Option<String>,
+    max_concurrent_requests: Option<toml::Spanned<usize>>,
+    request_timeout_ms: Option<toml::Spanned<u64>>,
+    max_body_bytes: Option<toml::Spanned<usize>>,
+    drain_timeout_ms: Option<toml::Spanned<u64>>,
+}
+
+/// `moa serve`'s limits (`[serve]` in config.toml). One process serves every request, so these
+/// bound the whole server; the providers' own limits (`max_concurrency`, `requests_per_minute`)
+/// are shared by all requests on top of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    /// Where to listen when `--listen` is not given.
+    pub listen: String,
+    /// Chat completions running at once; one more is refused with 429 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// A request's deadline, from its arrival to its last byte (504 past it).
+    pub request_timeout: Duration,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: "127.0.0.1:8080".into(),
+            max_concurrent_requests: 64,
+            request_timeout: Duration::from_secs(300),
+            max_body_bytes: 4 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeSettings {
+    fn from_entry(e: ServeEntry, path: &Path, text: &str) -> Result<ServeSettings, ConfigError> {
+        let mut s = ServeSettings::default();
+        let positive = |name: &str, v: u64, span: std::ops::Range<usize>| {
+            if v == 0 {
+                Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(span),
+                    format!("serve.{name} must be at least 1"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(l) = e.listen {
+            s.listen = l;
+        }
+        if let Some(v) = e.max_concurrent_requests {
+            positive("max_concurrent_requests", *v.get_ref() as u64, v.span())?;
+            s.max_concurrent_requests = v.into_inner();
+        }
+        if let Some(v) = e.request_timeout_ms {
+            positive("request_timeout_ms", *v.get_ref(), v.span())?;
+            s.request_timeout = Duration::from_millis(v.into_inner());
+        }
+        if let Some(v) = e.max_body_bytes {
+            positive("max_body_bytes", *v.get_ref() as u64, v.span())?;
+            s.max_body_bytes = v.into_inner();
+        }
+        if let Some(v) = e.drain_timeout_ms {
+            s.drain_timeout = Duration::from_millis(v.into_inner());
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +464,7 @@ pub struct Config {
     pub user_providers: Vec<String>,
     pub prices: BTreeMap<String, Price>,
     pub models: BTreeMap<String, ModelFacts>,
+    pub serve: ServeSettings,
 }
 
 pub const DEFAULT_PRESET: &str = "local-self-moa";
@@ -539,6 +620,7 @@ impl Config {
             user_providers,
             prices: file.prices,
             models: file.models,
+            serve: ServeSettings::from_entry(file.serve, path, text)?,
         })
     }
 
@@ -683,6 +765,43 @@ output_per_mtok = 2.0
         assert!(e.contains("api_key_env"), "{e}");
         assert!(!e.contains("SECRET123"), "{e}");
         assert!(e.starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn serve_limits_are_read_and_checked_where_they_are() {
+        let c = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_concurrent_requests = 3\nrequest_timeout_ms = 2500\nmax_body_bytes = 100\ndrain_timeout_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.max_concurrent_requests, 3);
+        assert_eq!(c.serve.request_timeout, Duration::from_millis(2500));
+        assert_eq!(c.serve.max_body_bytes, 100);
+        assert_eq!(c.serve.drain_timeout, Duration::ZERO);
+        assert_eq!(c.serve.listen, "127.0.0.1:8080");
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_concurrent_requests = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "c.toml:2:27: serve.max_concurrent_requests must be at least 1"
+        );
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_requests = 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:2:1: ") && e.contains("max_requests"),
+            "{e}"
+        );
     }
 
     #[test]

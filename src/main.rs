@@ -42,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: PresetsCommand,
     },
+    /// OpenAI-compatible server: every preset is a model `moa/<preset>` (MOA_SERVE_KEY: bearer keys).
+    Serve(cli::serve::ServeArgs),
     /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2), or one GGUF file from the
     /// Hugging Face hub (hf:OWNER/REPO/FILE.gguf[@REVISION]; HF_ENDPOINT, HF_TOKEN), with a
     /// progress bar.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Some(Command::Tune(a)) => cli::tune::main(args.config.as_deref(), a),
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
+        Some(Command::Serve(a)) => cli::serve::main(args.config.as_deref(), a),
         Some(Command::Pull { what }) => cli::pull(args.config.as_deref(), what.as_deref()),
         Some(Command::Replay {
             session,

@@ -1,9 +1,11 @@
-//! Headless front ends: `moa run`, `moa eval`, `moa tune`, `moa sessions`, `moa presets`, `moa models`.
+//! Headless front ends: `moa run`, `moa eval`, `moa tune`, `moa sessions`, `moa presets`, `moa models`,
+//! `moa serve`.
 
 pub mod eval;
 pub mod models;
 pub mod presets;
 pub mod run;
+pub mod serve;
 pub mod sessions;
 pub mod tune;
 
