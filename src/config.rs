@@ -152,6 +152,118 @@ struct ConfigFile {
     prices: BTreeMap<String, Price>,
     #[serde(default)]
     models: BTreeMap<String, ModelFacts>,
+    #[serde(default)]
+    cache: CacheEntry,
+}
+
+/// `[cache]`: the proposer/call cache (see `provider::cache`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheEntry {
+    enabled: Option<bool>,
+    ttl_s: Option<toml::Spanned<u64>>,
+    max_mb: Option<toml::Spanned<u64>>,
+    semantic_threshold: Option<toml::Spanned<f64>>,
+    cache_url: Option<toml::Spanned<String>>,
+}
+
+/// The call cache as configured: where answers are kept, for how long, and whether near-identical
+/// conversations may share them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// On for `moa run` and `moa serve` (a preset's own `cache = ...` wins). `moa eval` and `moa
+    /// tune` cache whatever this says, unless given --no-cache.
+    pub enabled: bool,
+    /// Answers older than this are misses (and are removed). None: kept until evicted.
+    pub ttl: Option<Duration>,
+    /// The disk store's size bound. Redis is bounded by its own `maxmemory` setting.
+    pub max_bytes: u64,
+    /// Cosine of the conversations' MiniLM embeddings at which another conversation's answer is
+    /// given. None: only exact matches.
+    pub semantic_threshold: Option<f32>,
+    /// `redis://host:port[/db]`: answers shared by every moa using the same Redis. None: on disk.
+    pub url: Option<String>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: false,
+            ttl: None,
+            max_bytes: 256 << 20,
+            semantic_threshold: None,
+            url: None,
+        }
+    }
+}
+
+impl CacheEntry {
+    fn resolve(self, path: &Path, text: &str) -> Result<CacheSettings, ConfigError> {
+        let mut c = CacheSettings::default();
+        if let Some(e) = self.enabled {
+            c.enabled = e;
+        }
+        if let Some(t) = self.ttl_s {
+            if *t.get_ref() == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(t.span()),
+                    "cache.ttl_s must be at least 1 (leave it out to keep answers until the size bound evicts them)".into(),
+                ));
+            }
+            c.ttl = Some(Duration::from_secs(t.into_inner()));
+        }
+        if let Some(m) = self.max_mb {
+            if *m.get_ref() == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(m.span()),
+                    "cache.max_mb must be at least 1 (set enabled = false to turn the cache off)"
+                        .into(),
+                ));
+            }
+            c.max_bytes = m.get_ref().saturating_mul(1 << 20);
+        }
+        if let Some(t) = self.semantic_threshold {
+            let v = *t.get_ref();
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(t.span()),
+                    format!(
+                        "cache.semantic_threshold must be above 0 and at most 1 (a cosine; 0.95 is a cautious start), not {v}"
+                    ),
+                ));
+            }
+            c.semantic_threshold = Some(v as f32);
+        }
+        if let Some(u) = self.cache_url {
+            let url = u.get_ref();
+            let problem = if !url.starts_with("redis://") {
+                Some(format!(
+                    "cache.cache_url {url:?} is not a redis:// address (leave it out to keep the cache on disk)"
+                ))
+            } else if url_has_credentials(url) {
+                Some(
+                    "cache.cache_url holds a user name or password (user:pass@host): remove it and export the password as MOA_REDIS_PASSWORD".into(),
+                )
+            } else {
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .err()
+                    .map(|e| {
+                        format!("cache.cache_url {url:?} is not a usable Redis address ({e}): write it as redis://HOST:PORT[/DB]")
+                    })
+            };
+            if let Some(msg) = problem {
+                return Err(ConfigError::at(path, text, Some(u.span()), msg));
+            }
+            c.url = Some(u.into_inner());
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +496,8 @@ pub struct Config {
     pub user_providers: Vec<String>,
     pub prices: BTreeMap<String, Price>,
     pub models: BTreeMap<String, ModelFacts>,
+    /// `[cache]`.
+    pub cache: CacheSettings,
 }
 
 pub const DEFAULT_PRESET: &str = "local-self-moa";
@@ -420,7 +534,8 @@ impl Config {
     }
 
     pub fn from_toml(folders: Folders, path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = parse_toml(path, text)?;
+        let mut file: ConfigFile = parse_toml(path, text)?;
+        let cache = std::mem::take(&mut file.cache).resolve(path, text)?;
         let mut providers: BTreeMap<String, ProviderSettings> = builtin_providers()
             .into_iter()
             .map(|p| (p.name.clone(), p))
@@ -539,6 +654,7 @@ impl Config {
             user_providers,
             prices: file.prices,
             models: file.models,
+            cache,
         })
     }
 

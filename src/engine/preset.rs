@@ -153,6 +153,10 @@ pub struct Preset {
     /// Where it came from (`builtin` or a path) and its text, kept for sessions and `presets show`.
     pub origin: String,
     pub text: String,
+    /// The preset's own `cache = true|false`: answer identical calls from the call cache, whatever
+    /// `[cache] enabled` says. None: the config decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 impl Preset {
@@ -169,6 +173,7 @@ impl Preset {
             baseline: None,
             origin: "builtin".into(),
             text: String::new(),
+            cache: None,
         }
     }
 
@@ -198,6 +203,7 @@ struct RawPreset {
     #[serde(default)]
     step: Vec<toml::Spanned<RawStep>>,
     baseline: Option<AgentSpec>,
+    cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -528,6 +534,7 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
         baseline: raw.baseline,
         origin: path.display().to_string(),
         text: text.to_string(),
+        cache: raw.cache,
     })
 }
 
