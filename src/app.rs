@@ -95,10 +95,8 @@ impl Setup {
                     }
                 };
                 Some(Arc::new(match c.semantic_threshold {
-                    Some(t) => cache.with_semantic(
-                        t,
-                        Arc::new(ConversationEmbedder::new(self.minilm_dir())),
-                    ),
+                    Some(t) => cache
+                        .with_semantic(t, Arc::new(ConversationEmbedder::new(self.minilm_dir()))),
                     None => cache,
                 }))
             })

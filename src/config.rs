@@ -775,6 +775,63 @@ output_per_mtok = 2.0
     }
 
     #[test]
+    fn the_cache_table_is_read_and_checked_where_it_is_wrong() {
+        let c = Config::from_toml(folders(), Path::new("c.toml"), "").unwrap();
+        assert_eq!(c.cache, CacheSettings::default());
+        assert!(!c.cache.enabled, "off unless asked for");
+        let c = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[cache]\nenabled = true\nttl_s = 3600\nmax_mb = 10\nsemantic_threshold = 0.9\ncache_url = \"redis://127.0.0.1:6379/2\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cache,
+            CacheSettings {
+                enabled: true,
+                ttl: Some(Duration::from_secs(3600)),
+                max_bytes: 10 << 20,
+                semantic_threshold: Some(0.9),
+                url: Some("redis://127.0.0.1:6379/2".into()),
+            }
+        );
+        let err = |text: &str| {
+            Config::from_toml(folders(), Path::new("c.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[cache]\nenabeld = true\n");
+        assert!(
+            e.starts_with("c.toml:2:1: ") && e.contains("enabeld"),
+            "{e}"
+        );
+        let e = err("[cache]\nsemantic_threshold = 1.5\n");
+        assert!(
+            e.starts_with("c.toml:2:22: cache.semantic_threshold must be above 0"),
+            "{e}"
+        );
+        let e = err("[cache]\nttl_s = 0\n");
+        assert!(
+            e.starts_with("c.toml:2:9: cache.ttl_s must be at least 1"),
+            "{e}"
+        );
+        let e = err("[cache]\nmax_mb = 0\n");
+        assert!(e.starts_with("c.toml:2:10: cache.max_mb"), "{e}");
+        let e = err("[cache]\ncache_url = \"memcached://x\"\n");
+        assert!(
+            e.starts_with("c.toml:2:13: cache.cache_url \"memcached://x\" is not a redis://"),
+            "{e}"
+        );
+        let e = err("[cache]\ncache_url = \"redis://127.0.0.1:port\"\n");
+        assert!(e.contains("is not a usable Redis address"), "{e}");
+        let e = err("[cache]\ncache_url = \"redis://:hunter2@127.0.0.1\"\n");
+        assert!(
+            e.contains("MOA_REDIS_PASSWORD") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_located() {
         let e = Config::from_toml(
             folders(),

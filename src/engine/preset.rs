@@ -654,6 +654,17 @@ mod tests {
     }
 
     #[test]
+    fn a_preset_may_turn_the_call_cache_on_or_off() {
+        let body = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }]\n";
+        let p = |head: &str| parse(Path::new("p.toml"), &format!("{head}{body}"), &t());
+        assert_eq!(p("").unwrap().cache, None);
+        assert_eq!(p("cache = true\n").unwrap().cache, Some(true));
+        assert_eq!(p("cache = false\n").unwrap().cache, Some(false));
+        let e = p("cache = \"yes\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("p.toml:1:9: "), "{e}");
+    }
+
+    #[test]
     fn together_moa_matches_the_paper() {
         let text = BUILTIN
             .iter()

@@ -47,10 +47,7 @@ impl DiskStore {
 
     /// Recently used: eviction goes by modification time.
     pub fn touch(&self, key: &str) {
-        if let Ok(f) = std::fs::File::options()
-            .append(true)
-            .open(self.path(key))
-        {
+        if let Ok(f) = std::fs::File::options().append(true).open(self.path(key)) {
             let _ = f.set_modified(std::time::SystemTime::now());
         }
     }
@@ -69,9 +66,8 @@ impl DiskStore {
     pub fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let p = self.path(key);
         let old = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        crate::files::write_replacing(&p, bytes, false).map_err(|e| {
-            StoreError(format!("cannot write {}: {e}", p.display()))
-        })?;
+        crate::files::write_replacing(&p, bytes, false)
+            .map_err(|e| StoreError(format!("cannot write {}: {e}", p.display())))?;
         let mut total = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
         let now = (total.unwrap_or_else(|| folder_bytes(&self.dir)) + bytes.len() as u64)
             .saturating_sub(old.min(bytes.len() as u64));

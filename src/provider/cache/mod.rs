@@ -101,7 +101,8 @@ impl Pending {
 
 enum Store {
     Disk(disk::DiskStore),
-    Redis(shared::RedisStore),
+    // Boxed: the client and connection state dwarf the disk store.
+    Redis(Box<shared::RedisStore>),
 }
 
 struct Semantic {
@@ -131,7 +132,7 @@ impl CallCache {
     /// not there only makes calls uncached.
     pub fn in_redis(url: &str, ttl: Option<Duration>) -> Result<CallCache, StoreError> {
         Ok(CallCache::with_store(
-            Store::Redis(shared::RedisStore::new(url)?),
+            Store::Redis(Box::new(shared::RedisStore::new(url)?)),
             ttl,
         ))
     }
@@ -194,7 +195,11 @@ impl CallCache {
     /// What must be equal for two calls to share an answer by semantic matching: everything in
     /// the key but the messages' text, of which only the roles count.
     pub fn family(provider: &ProviderSettings, req: &ChatRequest, sample: usize) -> String {
-        let roles: Vec<String> = req.messages.iter().map(|m| format!("{:?}", m.role)).collect();
+        let roles: Vec<String> = req
+            .messages
+            .iter()
+            .map(|m| format!("{:?}", m.role))
+            .collect();
         hashed(&[
             "moa.call-family/1",
             &provider.name,
@@ -480,7 +485,8 @@ mod tests {
         assert_ne!(fam, CallCache::family(&p, &r, 0));
         assert_ne!(fam, CallCache::family(&p, &req("hi"), 1));
         let mut two = req("hi");
-        two.messages.insert(0, Message::new(crate::provider::Role::System, "x"));
+        two.messages
+            .insert(0, Message::new(crate::provider::Role::System, "x"));
         assert_ne!(fam, CallCache::family(&p, &two, 0), "roles count");
     }
 
@@ -495,10 +501,19 @@ mod tests {
         c.store(pending, answer(&"x".repeat(500))).await;
         let hit = c.lookup(&p, &req("q1"), 0).await.unwrap();
         assert_eq!((hit.key.as_str(), hit.text.len()), (key.as_str(), 500));
-        assert_eq!(c.stats(), CacheStats { hits: 1, misses: 1, ..Default::default() });
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 1,
+                ..Default::default()
+            }
+        );
         // A file under another key's name is a miss, not a wrong answer.
         let other = c.lookup(&p, &req("q2"), 0).await.unwrap_err();
-        let Store::Disk(store) = &c.store else { unreachable!() };
+        let Store::Disk(store) = &c.store else {
+            unreachable!()
+        };
         let wrong = store.path(other.key());
         std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();
         std::fs::copy(store.path(&key), &wrong).unwrap();
@@ -517,7 +532,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let k = CallCache::key(&p, &req("q29"), 0);
-            let mode = std::fs::metadata(store.path(&k)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(store.path(&k))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -525,14 +543,20 @@ mod tests {
     #[tokio::test]
     async fn entries_past_their_ttl_are_misses_and_go() {
         let d = tempfile::tempdir().unwrap();
-        let c = CallCache::on_disk(d.path().join("calls"), 1 << 20, Some(Duration::from_secs(60)));
+        let c = CallCache::on_disk(
+            d.path().join("calls"),
+            1 << 20,
+            Some(Duration::from_secs(60)),
+        );
         let p = provider("http://127.0.0.1:1/v1");
         let m = c.lookup(&p, &req("q"), 0).await.unwrap_err();
         let key = m.key().to_string();
         c.store(m, answer("fresh")).await;
         assert_eq!(c.lookup(&p, &req("q"), 0).await.unwrap().text, "fresh");
         // Age the entry past the TTL by rewriting its time of storing.
-        let Store::Disk(store) = &c.store else { unreachable!() };
+        let Store::Disk(store) = &c.store else {
+            unreachable!()
+        };
         let mut old: CachedAnswer =
             serde_json::from_slice(&std::fs::read(store.path(&key)).unwrap()).unwrap();
         old.stored_at = unix_now() - 61;
@@ -591,7 +615,14 @@ mod tests {
         // A lower threshold lets a looser match through, from the index on disk (another process).
         let loose = CallCache::on_disk(d.path().join("calls"), 1 << 20, None)
             .with_semantic(0.8, Arc::new(Letters));
-        assert_eq!(loose.lookup(&p, &req("what is trust"), 0).await.unwrap().text, "a language");
+        assert_eq!(
+            loose
+                .lookup(&p, &req("what is trust"), 0)
+                .await
+                .unwrap()
+                .text,
+            "a language"
+        );
         let strict = CallCache::on_disk(d.path().join("calls"), 1 << 20, None)
             .with_semantic(0.999, Arc::new(Letters));
         assert!(strict.lookup(&p, &req("what is trust"), 0).await.is_err());
@@ -610,7 +641,10 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (0, 20));
-        assert_eq!(s.errors, 40, "every look-up and store that could not use Redis");
+        assert_eq!(
+            s.errors, 40,
+            "every look-up and store that could not use Redis"
+        );
         assert!(c.location().starts_with("redis://127.0.0.1:9"));
     }
 
