@@ -327,8 +327,10 @@ impl CallCache {
         else {
             return Ok(None);
         };
+        // Whole seconds: an answer lives from `ttl` to `ttl` + 1 s (never less, so one stored
+        // just before a second turns is not expired at once).
         if let Some(ttl) = self.ttl
-            && unix_now().saturating_sub(a.stored_at) >= ttl.as_secs()
+            && unix_now().saturating_sub(a.stored_at) > ttl.as_secs()
         {
             // Redis expires entries itself; files must be removed here.
             if let Store::Disk(d) = &self.store {
