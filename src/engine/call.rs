@@ -99,8 +99,20 @@ pub async fn run_call(
         top_k: agent.top_k,
         repeat_penalty: agent.repeat_penalty,
     };
-    let pending = match ctx.registry.cache() {
-        Some(cache) => match cache.lookup(&handle.settings, &req, tag.slot).await {
+    // A look-up is bounded (Redis' deadline, one embedding), but a cancelled run (a client gone
+    // from `moa serve`) must not wait even for that.
+    let looked = match ctx.registry.cache() {
+        Some(cache) => tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return finish(ctx, tag, rec, started, Outcome::Cancelled, None, est_in);
+            }
+            r = cache.lookup(&handle.settings, &req, tag.slot) => Some(r),
+        },
+        None => None,
+    };
+    let pending = match looked {
+        Some(looked) => match looked {
             Ok(hit) => {
                 // Shown as one chunk: the answer is whole, and nothing was sent.
                 rec.ttft_ms = Some(0);
