@@ -12,7 +12,7 @@ use super::preset::AgentSpec;
 use super::prompts::{estimate_message_tokens, estimate_tokens};
 use super::record::{CallRecord, CallStatus};
 use crate::config::Config;
-use crate::provider::cache::{CachedAnswer, CallCache};
+use crate::provider::cache::CachedAnswer;
 use crate::provider::limits::backoff;
 use crate::provider::registry::Registry;
 use crate::provider::{ChatRequest, Chunk, Message, ProviderError};
@@ -99,27 +99,39 @@ pub async fn run_call(
         top_k: agent.top_k,
         repeat_penalty: agent.repeat_penalty,
     };
-    let cache_key = ctx
-        .registry
-        .cache()
-        .map(|_| CallCache::key(&handle.settings, &req, tag.slot));
-    if let (Some(cache), Some(key)) = (ctx.registry.cache(), &cache_key)
-        && let Some(hit) = cache.get(key)
-    {
-        // Shown as one chunk: the answer is whole, and nothing was sent.
-        rec.ttft_ms = Some(0);
-        rec.text = hit.text;
-        rec.finish_reason = hit.finish_reason;
-        rec.usage_estimated = hit.usage_estimated;
-        rec.cached = true;
-        ctx.record_partial(&tag, &rec.text);
-        ctx.emit(RunEvent::Delta {
-            tag: tag.clone(),
-            text: rec.text.clone(),
-        });
-        let usage = Some((hit.tokens_in, hit.tokens_out));
-        return finish(ctx, tag, rec, started, Outcome::Done, usage, est_in);
-    }
+    // A look-up is bounded (Redis' deadline, one embedding), but a cancelled run (a client gone
+    // from `moa serve`) must not wait even for that.
+    let looked = match ctx.registry.cache() {
+        Some(cache) => tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return finish(ctx, tag, rec, started, Outcome::Cancelled, None, est_in);
+            }
+            r = cache.lookup(&handle.settings, &req, tag.slot) => Some(r),
+        },
+        None => None,
+    };
+    let pending = match looked {
+        Some(looked) => match looked {
+            Ok(hit) => {
+                // Shown as one chunk: the answer is whole, and nothing was sent.
+                rec.ttft_ms = Some(0);
+                rec.text = hit.text;
+                rec.finish_reason = hit.finish_reason;
+                rec.usage_estimated = hit.usage_estimated;
+                rec.cached = true;
+                ctx.record_partial(&tag, &rec.text);
+                ctx.emit(RunEvent::Delta {
+                    tag: tag.clone(),
+                    text: rec.text.clone(),
+                });
+                let usage = Some((hit.tokens_in, hit.tokens_out));
+                return finish(ctx, tag, rec, started, Outcome::Done, usage, est_in);
+            }
+            Err(pending) => Some(pending),
+        },
+        None => None,
+    };
     let cap = agent.max_tokens.map_or(UNBOUNDED_CAP, |m| {
         (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096)
     });
@@ -263,18 +275,24 @@ pub async fn run_call(
     };
     let rec = finish(ctx, tag, rec, started, outcome, usage, est_in);
     // Only whole answers are worth giving again: not a failed, cut or capped one.
-    if let (Some(cache), Some(key)) = (ctx.registry.cache(), cache_key)
+    if let (Some(cache), Some(pending)) = (ctx.registry.cache(), pending)
         && rec.status == CallStatus::Ok
         && rec.finish_reason.as_deref().is_some_and(|r| r != "capped")
     {
-        cache.put(&CachedAnswer {
-            key,
-            text: rec.text.clone(),
-            tokens_in: rec.tokens_in,
-            tokens_out: rec.tokens_out,
-            usage_estimated: rec.usage_estimated,
-            finish_reason: rec.finish_reason.clone(),
-        });
+        cache
+            .store(
+                pending,
+                CachedAnswer {
+                    key: String::new(),
+                    text: rec.text.clone(),
+                    tokens_in: rec.tokens_in,
+                    tokens_out: rec.tokens_out,
+                    usage_estimated: rec.usage_estimated,
+                    finish_reason: rec.finish_reason.clone(),
+                    stored_at: 0,
+                },
+            )
+            .await;
     }
     rec
 }

@@ -179,6 +179,16 @@ impl MiniLm {
         }
     }
 
+    /// Whether `text` fits in the model's window (256 tokens): past it, the rest is not read,
+    /// and texts differing only there embed the same.
+    pub fn fits(&self, text: &str) -> Result<bool, EmbedError> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(EmbedError::Tokenize)?;
+        Ok(enc.get_overflowing().is_empty())
+    }
+
     /// One unit vector per text.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
