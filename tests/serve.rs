@@ -1061,3 +1061,95 @@ async fn curl_sees_the_raw_sse() {
         "raw sse"
     );
 }
+
+const CACHED: &str = "name = \"cached\"\ncache = true\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n";
+
+async fn ask(moa: &Moa, model: &str) -> Value {
+    let r = moa
+        .chat(&client(), &chat_body(model, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// A preset with `cache = true`: the same request again sends nothing to the providers, and
+/// /metrics counts each proposer's hit.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identical_request_is_answered_from_the_cache() {
+    let s = Server::start().await;
+    s.script("p1", vec![Reply::text(&["One", " answer."], 5, 5)]);
+    s.script("p2", vec![Reply::text(&["Two", " answers."], 5, 5)]);
+    s.script("agg", vec![Reply::text(&["Both", " agree."], 5, 5)]);
+    let home = home_with(&s, "", "");
+    preset(home.path(), "cached", CACHED);
+    let moa = start(
+        home.path(),
+        &["--preset", "cached", "--preset", "mini"],
+        &[],
+    )
+    .await;
+    let first = ask(&moa, "moa/cached").await;
+    let sent = s.log().len();
+    assert_eq!(sent, 3);
+    let second = ask(&moa, "moa/cached").await;
+    assert_eq!(s.log().len(), sent, "the second request sent nothing");
+    assert_eq!(
+        first["choices"][0]["message"]["content"],
+        second["choices"][0]["message"]["content"]
+    );
+    let m = moa.text("/metrics").await;
+    for line in [
+        "moa_cache_hits_total{preset=\"cached\",proposer_id=\"fake/p1#0\"} 1",
+        "moa_cache_hits_total{preset=\"cached\",proposer_id=\"fake/p2#1\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+    // A preset without `cache = true` (and no [cache] enabled) is never cached.
+    s.script(
+        "p1",
+        vec![Reply::text(&["x"], 5, 5), Reply::text(&["y"], 5, 5)],
+    );
+    let _ = (ask(&moa, "moa/mini").await, ask(&moa, "moa/mini").await);
+    assert_eq!(s.requests_for("p1").len(), 3);
+}
+
+/// Two servers (two replicas behind a load balancer) sharing one redis-server share hits; with
+/// Redis gone, requests go on uncached.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_share_hits_through_redis_and_go_on_without_it() {
+    let Some(mut redis) = support::redis::Redis::start() else {
+        return;
+    };
+    let s = Server::start().await;
+    s.script("p1", vec![Reply::text(&["One", " answer."], 5, 5)]);
+    s.script("p2", vec![Reply::text(&["Two", " answers."], 5, 5)]);
+    s.script("agg", vec![Reply::text(&["Both", " agree."], 5, 5)]);
+    let tail = format!("[cache]\ncache_url = \"{}\"\n", redis.url());
+    let (h1, h2) = (home_with(&s, "", &tail), home_with(&s, "", &tail));
+    preset(h1.path(), "cached", CACHED);
+    preset(h2.path(), "cached", CACHED);
+    let a = start(h1.path(), &["--preset", "cached"], &[]).await;
+    let b = start(h2.path(), &["--preset", "cached"], &[]).await;
+    ask(&a, "moa/cached").await;
+    assert_eq!(s.log().len(), 3);
+    ask(&b, "moa/cached").await;
+    assert_eq!(
+        s.log().len(),
+        3,
+        "the other replica's answers came from Redis"
+    );
+    assert!(
+        b.text("/metrics")
+            .await
+            .contains("moa_cache_hits_total{preset=\"cached\",proposer_id=\"fake/p1#0\"} 1")
+    );
+    redis.stop();
+    s.script("p1", vec![Reply::text(&["Fresh"], 5, 5)]);
+    s.script("p2", vec![Reply::text(&["Fresh"], 5, 5)]);
+    s.script("agg", vec![Reply::text(&["Fresh"], 5, 5)]);
+    let v = ask(&b, "moa/cached").await;
+    assert_eq!(v["choices"][0]["message"]["content"], "Fresh");
+    assert_eq!(s.log().len(), 6, "uncached without Redis");
+}

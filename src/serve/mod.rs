@@ -85,11 +85,15 @@ fn served_presets(s: &Setup, names: &[String]) -> Result<BTreeMap<String, Served
         if let Some(p) = &problem {
             crate::safe_eprintln!("moa serve: {id} is unavailable (503 on use): {p}");
         }
+        // The call cache where the preset or the config turns it on (`cache = true`, `[cache]
+        // enabled`); every engine shares the providers' limits.
+        let engine = s.engine_for(&preset);
         out.insert(
             id,
             Served {
                 preset: Arc::new(preset),
                 problem,
+                engine,
             },
         );
     }
@@ -136,7 +140,6 @@ pub fn main(config_path: Option<&Path>, opts: ServeOptions) -> Result<u8, AppErr
         .build()
         .map_err(|e| AppError::failed(format!("cannot start the async runtime: {e}")))?;
     let state = Arc::new(AppState {
-        engine: s.engine.clone(),
         presets,
         keys,
         metrics: Arc::new(metrics::Metrics::new()),

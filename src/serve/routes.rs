@@ -34,10 +34,11 @@ use crate::session::{RunKind, Session};
 pub struct Served {
     pub preset: Arc<Preset>,
     pub problem: Option<String>,
+    /// The engine its runs use: with the call cache when the preset or the config says so.
+    pub engine: Engine,
 }
 
 pub struct AppState {
-    pub engine: Engine,
     /// By model id (`moa/<preset>`).
     pub presets: BTreeMap<String, Served>,
     pub keys: Keys,
@@ -218,7 +219,7 @@ async fn chat(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection
         r
     });
     // Served runs never run the preset's baseline: it would cost a call nobody sees.
-    let h = s.engine.start(
+    let h = served.engine.start(
         preset,
         req.messages,
         RunOptions {

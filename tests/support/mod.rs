@@ -2,6 +2,7 @@
 //! with set timings, injects faults, and logs every request it receives.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod tiny_gguf;
 
 use std::collections::{HashMap, VecDeque};
