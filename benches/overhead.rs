@@ -152,7 +152,13 @@ fn run_once(
     let cpu0 = common::cpu_time(libc::RUSAGE_CHILDREN);
     let t0 = Instant::now();
     let out = std::process::Command::new(bin)
-        .args(["run", "--preset", preset_path.to_str().unwrap(), "--json", "-q"])
+        .args([
+            "run",
+            "--preset",
+            preset_path.to_str().unwrap(),
+            "--json",
+            "-q",
+        ])
         .args(if save { None } else { Some("--no-save") })
         .arg("Benchmark prompt")
         .env("MOA_HOME", home)
@@ -294,11 +300,7 @@ fn main() {
     );
     let mut summary = Vec::new();
     for (w, preset_path) in workloads.iter().zip(&presets) {
-        println!(
-            "workload {}: {} chunks a run",
-            w.name,
-            w.total_chunks()
-        );
+        println!("workload {}: {} chunks a run", w.name, w.total_chunks());
         let mut samples: Vec<Vec<Sample>> = bins.iter().map(|_| Vec::new()).collect();
         for run in 0..runs {
             // Alternate which binary goes first, so that neither always follows the other.
