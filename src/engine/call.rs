@@ -214,16 +214,16 @@ pub async fn run_call(
                         continue;
                     }
                     match waiting(&mut stream).await {
-                    Some(n) => n,
-                    None if rec.ttft_ms.is_none() => {
-                        break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
-                    }
-                    None if deadline == total_deadline => {
-                        break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
-                    }
-                    None => {
-                        break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
-                    }
+                        Some(n) => n,
+                        None if rec.ttft_ms.is_none() => {
+                            break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
+                        }
+                        None if deadline == total_deadline => {
+                            break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
+                        }
+                        None => {
+                            break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
+                        }
                     }
                 }
             };
