@@ -198,6 +198,8 @@ impl MiniLm {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(EmbedError::Tokenize)?;
+        // Without the `amx` feature candle is the only arm.
+        #[cfg_attr(not(feature = "amx"), allow(clippy::infallible_destructuring_match))]
         let model = match &self.forward {
             #[cfg(feature = "amx")]
             Forward::Amx(encoder) => {

@@ -357,9 +357,21 @@ enum Phase {
     StepEnd,
 }
 
+/// How events are ordered: time, then run start (0) / the rest (1) / run end (2), then the stage,
+/// the phase within it, and the order they were made in.
+type Order = (u64, u8, usize, Phase, usize);
+
+/// When a call ran, how it ended, and whether its answer is the run's.
+struct Span {
+    start: u64,
+    end: u64,
+    ok: bool,
+    final_candidate: bool,
+}
+
 struct Builder {
     run: Arc<str>,
-    events: Vec<((u64, u8, usize, Phase, usize), RunEvent)>,
+    events: Vec<(Order, RunEvent)>,
 }
 
 impl Builder {
@@ -374,16 +386,13 @@ impl Builder {
 
     /// A call's events: started, its text arriving through `points` (absolute ms, bytes; the
     /// text in between spread evenly), then finished or failed.
-    fn call(
-        &mut self,
-        stage: Stage,
-        record: &CallRecord,
-        start: u64,
-        end: u64,
-        ok: bool,
-        final_candidate: bool,
-        points: &[(u64, usize)],
-    ) {
+    fn call(&mut self, stage: Stage, record: &CallRecord, span: Span, points: &[(u64, usize)]) {
+        let Span {
+            start,
+            end,
+            ok,
+            final_candidate,
+        } = span;
         let tag = CallTag {
             run: self.run.clone(),
             stage,
@@ -576,7 +585,13 @@ fn recorded(run: &SessionRun, tl: &Timeline) -> Option<Schedule> {
         let Some(record) = call_record(&run.record, stage, slot) else {
             continue;
         };
-        b.call(stage, record, start, end, ok, final_candidate, &points);
+        let span = Span {
+            start,
+            end,
+            ok,
+            final_candidate,
+        };
+        b.call(stage, record, span, &points);
     }
     for line in &tl.agreement {
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -588,12 +603,10 @@ fn recorded(run: &SessionRun, tl: &Timeline) -> Option<Schedule> {
         let n = slots.len();
         let mut matrix = vec![vec![1.0; n]; n];
         let mut it = upper.into_iter();
-        for i in 0..n {
-            for j in i + 1..n {
-                let x = it.next()?;
-                matrix[i][j] = x;
-                matrix[j][i] = x;
-            }
+        for (i, j) in (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))) {
+            let x = it.next()?;
+            matrix[i][j] = x;
+            matrix[j][i] = x;
         }
         let step: usize = step.parse().ok()?;
         b.push(
@@ -712,7 +725,13 @@ fn estimated_call(b: &mut Builder, stage: Stage, c: &CallRecord, start: u64, fin
         c.status,
         CallStatus::Ok | CallStatus::Late | CallStatus::Dropped
     );
-    b.call(stage, c, start, end, ok, fin, &points);
+    let span = Span {
+        start,
+        end,
+        ok,
+        final_candidate: fin,
+    };
+    b.call(stage, c, span, &points);
 }
 
 #[cfg(test)]
