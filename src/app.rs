@@ -4,17 +4,17 @@
 //! Layers: `tui`, `cli` → `app` → `engine`/`session` → `provider`/`metrics` → `config`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ProviderKind};
 use crate::engine::Engine;
 use crate::engine::preset::{self, Preset, catalogue};
 use crate::engine::prompts::Templates;
-use crate::metrics::embed::MiniLmScorer;
+use crate::metrics::embed::{EmbedError, MiniLm, MiniLmScorer};
 use crate::provider::ProviderError;
-use crate::provider::cache::CallCache;
+use crate::provider::cache::{CallCache, Embedder};
 use crate::provider::local::{EMBEDDED_MODEL, LocalProvider};
 use crate::provider::registry::Registry;
 use crate::session::store::Store;
@@ -55,7 +55,11 @@ impl From<ConfigError> for AppError {
 pub struct Setup {
     pub config: Arc<Config>,
     pub templates: Templates,
+    /// Uncached (the workbench's): use `engine_for` or `engine_with_cache` for a command's runs.
     pub engine: Engine,
+    /// The call cache `[cache]` describes, made on first use and shared by every engine of this
+    /// process (`call_cache`).
+    calls: OnceLock<Option<Arc<CallCache>>>,
 }
 
 impl Setup {
@@ -73,21 +77,63 @@ impl Setup {
         )?)
     }
 
-    /// The engine with the call cache under the data folder (`moa eval`, `moa tune`), or the
-    /// plain one when `cache` is false (`--no-cache`). The workbench and `moa run` never cache:
-    /// a re-run there is asked for to get new samples.
+    /// The call cache as configured (`[cache]`): in Redis when `cache_url` is set, else on disk
+    /// under the data folder; with semantic matching when `semantic_threshold` is set. One per
+    /// process, whatever asks for it, so its counters (`CallCache::stats`) cover every run. None
+    /// only when the store cannot be made at all (said once on stderr; the config's checks make
+    /// that rare): runs then go uncached rather than fail.
+    pub fn call_cache(&self) -> Option<Arc<CallCache>> {
+        self.calls
+            .get_or_init(|| {
+                let c = &self.config.cache;
+                let dir = self.config.folders.data_dir.join("cache").join("calls");
+                let cache = match CallCache::from_settings(c, dir) {
+                    Ok(cache) => cache,
+                    Err(e) => {
+                        crate::safe_eprintln!("moa: call cache: {e}; runs go on uncached");
+                        return None;
+                    }
+                };
+                Some(Arc::new(match c.semantic_threshold {
+                    Some(t) => cache
+                        .with_semantic(t, Arc::new(ConversationEmbedder::new(self.minilm_dir()))),
+                    None => cache,
+                }))
+            })
+            .clone()
+    }
+
+    /// Whether `preset`'s runs use the call cache: its own `cache = true|false`, else `[cache]
+    /// enabled` (off by default).
+    pub fn caches(&self, preset: &Preset) -> bool {
+        preset.cache.unwrap_or(self.config.cache.enabled)
+    }
+
+    /// The engine for `preset`'s runs (`moa run`, `moa serve`): with the call cache when the
+    /// preset or the config turns it on. Every engine made here shares its providers' limits with
+    /// `self.engine`.
+    pub fn engine_for(&self, preset: &Preset) -> Engine {
+        self.engine_with_cache(self.caches(preset))
+    }
+
+    /// The engine with the configured call cache (`moa eval`, `moa tune`, which cache by
+    /// default), or the plain one when `cache` is false (`--no-cache`).
     pub fn engine_with_cache(&self, cache: bool) -> Engine {
-        if !cache {
-            return self.engine.clone();
+        match self.call_cache().filter(|_| cache) {
+            None => self.engine.clone(),
+            Some(calls) => Engine {
+                registry: Arc::new(self.engine.registry.sharing_providers(Some(calls))),
+                scorer: self.engine.scorer.clone(),
+            },
         }
-        let calls = Arc::new(CallCache::new(
-            self.config.folders.data_dir.join("cache").join("calls"),
-            crate::provider::cache::DEFAULT_MAX_BYTES,
-        ));
-        Engine {
-            registry: Arc::new(Registry::new(self.config.clone()).with_cache(calls)),
-            scorer: self.engine.scorer.clone(),
-        }
+    }
+
+    fn minilm_dir(&self) -> PathBuf {
+        crate::fetch::MINILM[0]
+            .path(&self.config.folders.models_dir)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
     }
 
     /// Every preset's name, shipped and the user's.
@@ -103,20 +149,58 @@ pub fn setup(config_path: Option<&Path>) -> Result<Setup, AppError> {
     let config = Arc::new(Config::load(config_path)?);
     let templates = Templates::load(&config.folders.config_dir.join("prompts"));
     let registry = Arc::new(Registry::new(config.clone()));
-    let minilm_dir = crate::fetch::MINILM[0]
-        .path(&config.folders.models_dir)
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
-    Ok(Setup {
+    let mut s = Setup {
         config,
         templates,
         engine: Engine {
             registry,
-            // MiniLM when fetched (`moa pull`), else TF-IDF; the method is reported either way.
-            scorer: Arc::new(MiniLmScorer::new(minilm_dir)),
+            scorer: Arc::new(crate::metrics::agreement::TfIdf),
         },
-    })
+        calls: OnceLock::new(),
+    };
+    // MiniLM when fetched (`moa pull`), else TF-IDF; the method is reported either way.
+    s.engine.scorer = Arc::new(MiniLmScorer::new(s.minilm_dir()));
+    Ok(s)
+}
+
+/// The call cache's semantic matching over MiniLM. Here rather than in `provider` or `metrics`:
+/// those are siblings, so the cache takes the embedder as a trait object from this layer above
+/// both. Loads the model on first use; a conversation longer than the model's window is not
+/// embedded (it is matched exactly only: see `Embedder::embed`).
+struct ConversationEmbedder {
+    dir: PathBuf,
+    model: OnceLock<Result<MiniLm, EmbedError>>,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl ConversationEmbedder {
+    fn new(dir: PathBuf) -> Self {
+        ConversationEmbedder {
+            dir,
+            model: OnceLock::new(),
+            warned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Embedder for ConversationEmbedder {
+    fn embed(&self, text: &str) -> Option<Vec<f32>> {
+        let model = match self.model.get_or_init(|| MiniLm::load(&self.dir)) {
+            Ok(m) => m,
+            Err(e) => {
+                if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    crate::safe_eprintln!(
+                        "moa: call cache: semantic matching is off ({e}); run `moa pull` to fetch MiniLM. Exact matches still count."
+                    );
+                }
+                return None;
+            }
+        };
+        if !model.fits(text).ok()? {
+            return None;
+        }
+        model.embed(&[text.to_string()]).ok()?.pop()
+    }
 }
 
 /// Check before spending anything that every model resolves and every needed key is set.

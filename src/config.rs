@@ -152,6 +152,198 @@ struct ConfigFile {
     prices: BTreeMap<String, Price>,
     #[serde(default)]
     models: BTreeMap<String, ModelFacts>,
+    /// `moa serve`'s limits.
+    #[serde(default)]
+    serve: ServeEntry,
+    #[serde(default)]
+    cache: CacheEntry,
+}
+
+/// `[cache]`: the proposer/call cache (see `provider::cache`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheEntry {
+    enabled: Option<bool>,
+    ttl_s: Option<toml::Spanned<u64>>,
+    max_mb: Option<toml::Spanned<u64>>,
+    semantic_threshold: Option<toml::Spanned<f64>>,
+    cache_url: Option<toml::Spanned<String>>,
+}
+
+/// The call cache as configured: where answers are kept, for how long, and whether near-identical
+/// conversations may share them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// On for `moa run` and `moa serve` (a preset's own `cache = ...` wins). `moa eval` and `moa
+    /// tune` cache whatever this says, unless given --no-cache.
+    pub enabled: bool,
+    /// Answers older than this are misses (and are removed). None: kept until evicted.
+    pub ttl: Option<Duration>,
+    /// The disk store's size bound. Redis is bounded by its own `maxmemory` setting.
+    pub max_bytes: u64,
+    /// Cosine of the conversations' MiniLM embeddings at which another conversation's answer is
+    /// given. None: only exact matches.
+    pub semantic_threshold: Option<f32>,
+    /// `redis://host:port[/db]`: answers shared by every moa using the same Redis. None: on disk.
+    pub url: Option<String>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: false,
+            ttl: None,
+            max_bytes: 256 << 20,
+            semantic_threshold: None,
+            url: None,
+        }
+    }
+}
+
+/// `[serve]` as written: each limit optional, checked where it is (`ServeSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeEntry {
+    listen: Option<String>,
+    max_concurrent_requests: Option<toml::Spanned<usize>>,
+    request_timeout_ms: Option<toml::Spanned<u64>>,
+    max_body_bytes: Option<toml::Spanned<usize>>,
+    drain_timeout_ms: Option<toml::Spanned<u64>>,
+}
+
+/// `moa serve`'s limits (`[serve]` in config.toml). One process serves every request, so these
+/// bound the whole server; the providers' own limits (`max_concurrency`, `requests_per_minute`)
+/// are shared by all requests on top of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    /// Where to listen when `--listen` is not given.
+    pub listen: String,
+    /// Chat completions running at once; one more is refused with 429 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// A request's deadline, from its arrival to its last byte (504 past it).
+    pub request_timeout: Duration,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: "127.0.0.1:8080".into(),
+            max_concurrent_requests: 64,
+            request_timeout: Duration::from_secs(300),
+            max_body_bytes: 4 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeSettings {
+    fn from_entry(e: ServeEntry, path: &Path, text: &str) -> Result<ServeSettings, ConfigError> {
+        let mut s = ServeSettings::default();
+        let positive = |name: &str, v: u64, span: std::ops::Range<usize>| {
+            if v == 0 {
+                Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(span),
+                    format!("serve.{name} must be at least 1"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(l) = e.listen {
+            s.listen = l;
+        }
+        if let Some(v) = e.max_concurrent_requests {
+            positive("max_concurrent_requests", *v.get_ref() as u64, v.span())?;
+            s.max_concurrent_requests = v.into_inner();
+        }
+        if let Some(v) = e.request_timeout_ms {
+            positive("request_timeout_ms", *v.get_ref(), v.span())?;
+            s.request_timeout = Duration::from_millis(v.into_inner());
+        }
+        if let Some(v) = e.max_body_bytes {
+            positive("max_body_bytes", *v.get_ref() as u64, v.span())?;
+            s.max_body_bytes = v.into_inner();
+        }
+        if let Some(v) = e.drain_timeout_ms {
+            s.drain_timeout = Duration::from_millis(v.into_inner());
+        }
+        Ok(s)
+    }
+}
+
+impl CacheEntry {
+    fn resolve(self, path: &Path, text: &str) -> Result<CacheSettings, ConfigError> {
+        let mut c = CacheSettings::default();
+        if let Some(e) = self.enabled {
+            c.enabled = e;
+        }
+        if let Some(t) = self.ttl_s {
+            if *t.get_ref() == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(t.span()),
+                    "cache.ttl_s must be at least 1 (leave it out to keep answers until the size bound evicts them)".into(),
+                ));
+            }
+            c.ttl = Some(Duration::from_secs(t.into_inner()));
+        }
+        if let Some(m) = self.max_mb {
+            if *m.get_ref() == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(m.span()),
+                    "cache.max_mb must be at least 1 (set enabled = false to turn the cache off)"
+                        .into(),
+                ));
+            }
+            c.max_bytes = m.get_ref().saturating_mul(1 << 20);
+        }
+        if let Some(t) = self.semantic_threshold {
+            let v = *t.get_ref();
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(t.span()),
+                    format!(
+                        "cache.semantic_threshold must be above 0 and at most 1 (a cosine; 0.95 is a cautious start), not {v}"
+                    ),
+                ));
+            }
+            c.semantic_threshold = Some(v as f32);
+        }
+        if let Some(u) = self.cache_url {
+            let url = u.get_ref();
+            let problem = if !url.starts_with("redis://") {
+                Some(format!(
+                    "cache.cache_url {url:?} is not a redis:// address (leave it out to keep the cache on disk)"
+                ))
+            } else if url_has_credentials(url) {
+                Some(
+                    "cache.cache_url holds a user name or password (user:pass@host): remove it and export the password as MOA_REDIS_PASSWORD".into(),
+                )
+            } else {
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .err()
+                    .map(|e| {
+                        format!("cache.cache_url {url:?} is not a usable Redis address ({e}): write it as redis://HOST:PORT[/DB]")
+                    })
+            };
+            if let Some(msg) = problem {
+                return Err(ConfigError::at(path, text, Some(u.span()), msg));
+            }
+            c.url = Some(u.into_inner());
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +576,9 @@ pub struct Config {
     pub user_providers: Vec<String>,
     pub prices: BTreeMap<String, Price>,
     pub models: BTreeMap<String, ModelFacts>,
+    pub serve: ServeSettings,
+    /// `[cache]`.
+    pub cache: CacheSettings,
 }
 
 pub const DEFAULT_PRESET: &str = "local-self-moa";
@@ -420,7 +615,8 @@ impl Config {
     }
 
     pub fn from_toml(folders: Folders, path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = parse_toml(path, text)?;
+        let mut file: ConfigFile = parse_toml(path, text)?;
+        let cache = std::mem::take(&mut file.cache).resolve(path, text)?;
         let mut providers: BTreeMap<String, ProviderSettings> = builtin_providers()
             .into_iter()
             .map(|p| (p.name.clone(), p))
@@ -539,6 +735,8 @@ impl Config {
             user_providers,
             prices: file.prices,
             models: file.models,
+            serve: ServeSettings::from_entry(file.serve, path, text)?,
+            cache,
         })
     }
 
@@ -659,6 +857,63 @@ output_per_mtok = 2.0
     }
 
     #[test]
+    fn the_cache_table_is_read_and_checked_where_it_is_wrong() {
+        let c = Config::from_toml(folders(), Path::new("c.toml"), "").unwrap();
+        assert_eq!(c.cache, CacheSettings::default());
+        assert!(!c.cache.enabled, "off unless asked for");
+        let c = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[cache]\nenabled = true\nttl_s = 3600\nmax_mb = 10\nsemantic_threshold = 0.9\ncache_url = \"redis://127.0.0.1:6379/2\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cache,
+            CacheSettings {
+                enabled: true,
+                ttl: Some(Duration::from_secs(3600)),
+                max_bytes: 10 << 20,
+                semantic_threshold: Some(0.9),
+                url: Some("redis://127.0.0.1:6379/2".into()),
+            }
+        );
+        let err = |text: &str| {
+            Config::from_toml(folders(), Path::new("c.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[cache]\nenabeld = true\n");
+        assert!(
+            e.starts_with("c.toml:2:1: ") && e.contains("enabeld"),
+            "{e}"
+        );
+        let e = err("[cache]\nsemantic_threshold = 1.5\n");
+        assert!(
+            e.starts_with("c.toml:2:22: cache.semantic_threshold must be above 0"),
+            "{e}"
+        );
+        let e = err("[cache]\nttl_s = 0\n");
+        assert!(
+            e.starts_with("c.toml:2:9: cache.ttl_s must be at least 1"),
+            "{e}"
+        );
+        let e = err("[cache]\nmax_mb = 0\n");
+        assert!(e.starts_with("c.toml:2:10: cache.max_mb"), "{e}");
+        let e = err("[cache]\ncache_url = \"memcached://x\"\n");
+        assert!(
+            e.starts_with("c.toml:2:13: cache.cache_url \"memcached://x\" is not a redis://"),
+            "{e}"
+        );
+        let e = err("[cache]\ncache_url = \"redis://127.0.0.1:port\"\n");
+        assert!(e.contains("is not a usable Redis address"), "{e}");
+        let e = err("[cache]\ncache_url = \"redis://:hunter2@127.0.0.1\"\n");
+        assert!(
+            e.contains("MOA_REDIS_PASSWORD") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_located() {
         let e = Config::from_toml(
             folders(),
@@ -683,6 +938,43 @@ output_per_mtok = 2.0
         assert!(e.contains("api_key_env"), "{e}");
         assert!(!e.contains("SECRET123"), "{e}");
         assert!(e.starts_with("c.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn serve_limits_are_read_and_checked_where_they_are() {
+        let c = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_concurrent_requests = 3\nrequest_timeout_ms = 2500\nmax_body_bytes = 100\ndrain_timeout_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.max_concurrent_requests, 3);
+        assert_eq!(c.serve.request_timeout, Duration::from_millis(2500));
+        assert_eq!(c.serve.max_body_bytes, 100);
+        assert_eq!(c.serve.drain_timeout, Duration::ZERO);
+        assert_eq!(c.serve.listen, "127.0.0.1:8080");
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_concurrent_requests = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "c.toml:2:27: serve.max_concurrent_requests must be at least 1"
+        );
+        let e = Config::from_toml(
+            folders(),
+            Path::new("c.toml"),
+            "[serve]\nmax_requests = 2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:2:1: ") && e.contains("max_requests"),
+            "{e}"
+        );
     }
 
     #[test]

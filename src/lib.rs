@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod files;
 pub mod metrics;
 pub mod provider;
+pub mod serve;
 pub mod session;
 pub mod sys;
 pub mod text;

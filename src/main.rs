@@ -42,12 +42,30 @@ enum Command {
         #[command(subcommand)]
         command: PresetsCommand,
     },
-    /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2) with a progress bar.
-    Pull,
+    /// OpenAI-compatible server: every preset is a model `moa/<preset>` (MOA_SERVE_KEY: bearer keys).
+    Serve(cli::serve::ServeArgs),
+    /// Fetch the embedded models (SmolLM2-135M, all-MiniLM-L6-v2), or one GGUF file from the
+    /// Hugging Face hub (hf:OWNER/REPO/FILE.gguf[@REVISION]; HF_ENDPOINT, HF_TOKEN), with a
+    /// progress bar.
+    Pull {
+        /// hf:OWNER/REPO/FILE.gguf: this file instead of the embedded models.
+        what: Option<String>,
+    },
     /// Configured models and those the providers list at /v1/models.
     Models {
         /// Only this provider.
         provider: Option<String>,
+    },
+    /// Play a saved run back in the workbench at its recorded pace (no key, no network, no cost).
+    Replay {
+        /// The session (id, id prefix or part of its name).
+        session: String,
+        /// Which run (1 = the first); default the session's last whole run.
+        #[arg(long)]
+        run: Option<usize>,
+        /// Play this many times faster (0.5 = half speed); + and - change it while playing.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -73,7 +91,20 @@ fn main() -> ExitCode {
         Some(Command::Tune(a)) => cli::tune::main(args.config.as_deref(), a),
         Some(Command::Sessions { command }) => cli::sessions::main(args.config.as_deref(), command),
         Some(Command::Models { provider }) => cli::models::main(args.config.as_deref(), provider),
-        Some(Command::Pull) => cli::pull(args.config.as_deref()),
+        Some(Command::Serve(a)) => cli::serve::main(args.config.as_deref(), a),
+        Some(Command::Pull { what }) => cli::pull(args.config.as_deref(), what.as_deref()),
+        Some(Command::Replay {
+            session,
+            run,
+            speed,
+        }) => {
+            moa_workbench::tui::replay(args.config.as_deref(), &session, run, speed).map_err(|e| {
+                cli::CliError {
+                    code: e.code(),
+                    message: e.to_string(),
+                }
+            })
+        }
         None => moa_workbench::tui::main(args.config.as_deref(), args.preset).map_err(|e| {
             cli::CliError {
                 code: e.code(),

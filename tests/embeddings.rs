@@ -18,12 +18,15 @@ fn model_dir() -> Option<PathBuf> {
     file.parent().map(|d| d.to_path_buf())
 }
 
-/// The backends this machine runs: candle everywhere, AMX where the CPU and OS allow it.
+/// The backends this build runs here: candle everywhere, AMX with `--features amx` where the CPU
+/// and OS allow it.
 fn backends() -> Vec<Backend> {
     if Backend::best() == Backend::Amx {
         vec![Backend::Candle, Backend::Amx]
     } else {
-        eprintln!("no AMX on this machine: only candle is checked");
+        eprintln!(
+            "no AMX encoder (build without `--features amx`, or no AMX on this CPU): only candle is checked"
+        );
         vec![Backend::Candle]
     }
 }
@@ -126,7 +129,9 @@ fn cached_scores_equal_fresh_ones_across_cache_clears() {
 fn amx_and_candle_agree_on_long_answers() {
     let Some(dir) = model_dir() else { return };
     if Backend::best() != Backend::Amx {
-        eprintln!("no AMX on this machine: nothing to compare");
+        eprintln!(
+            "no AMX encoder (build without `--features amx`, or no AMX on this CPU): nothing to compare"
+        );
         return;
     }
     let amx = MiniLm::load_on(&dir, Backend::Amx).unwrap();

@@ -418,6 +418,38 @@ async fn first_token_idle_and_total_timeouts() {
     assert!(!c.text.is_empty());
 }
 
+/// The idle deadline moves with every chunk while one timer serves the whole stream: a steady
+/// stream longer than the idle timeout goes on, and silence ends it one idle timeout after the last
+/// chunk, not at the (later) first-token deadline.
+#[tokio::test]
+async fn the_idle_deadline_follows_the_stream() {
+    let s = Server::start().await;
+    let mut pieces: Vec<Piece> = (0..10)
+        .map(|i| Piece::Bytes(100, sse_chunk(&format!("t{i} ")).into_bytes()))
+        .collect();
+    pieces.push(Piece::Bytes(3_600_000, vec![]));
+    s.script("steady_then_silent", vec![Reply::raw(pieces)]);
+    let e = engine(
+        &s,
+        "timeout_first_token_ms = 5000\ntimeout_idle_ms = 300\ntimeout_total_ms = 20000\n",
+    );
+    let (rec, _) = run(
+        &e,
+        preset(&basic(&["steady_then_silent", "ok"], "agg")),
+        ask("Q"),
+    )
+    .await;
+    let c = &rec.steps[0].calls[0];
+    assert_eq!(c.error_kind.as_deref(), Some("idle_timeout"), "{c:?}");
+    assert_eq!(c.text.matches('t').count(), 10, "{}", c.text);
+    // Ten chunks 100 ms apart, then 300 ms of silence: 1.3 s (a loaded machine adds some).
+    assert!(
+        (1_250..2_500).contains(&c.latency_ms),
+        "ended after {} ms",
+        c.latency_ms
+    );
+}
+
 #[tokio::test]
 async fn cancelling_stops_every_request_quickly_and_keeps_partial_text() {
     let s = Server::start().await;

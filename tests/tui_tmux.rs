@@ -511,3 +511,135 @@ async fn aggregator_variants_compare_judge_leave_one_out_and_come_back() {
     wait_for(&session, "EXITED=0", Duration::from_secs(5));
     tmux(&["kill-session", "-t", &session]);
 }
+
+/// The lines of a screen between its header and its status line: what the panes show.
+fn body(screen: &str) -> Vec<String> {
+    let lines: Vec<String> = screen.lines().map(|l| l.trim_end().to_string()).collect();
+    let n = lines.len();
+    lines[1..n.saturating_sub(1)].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_run_replays_at_its_recorded_pace_offline() {
+    if !have_tmux() {
+        return;
+    }
+    let s = Server::start().await;
+    // Two proposers streaming word by word for about 2.5 s, an aggregator answering with code.
+    let p1: Vec<String> = (1..=40).map(|i| format!("alpha{i} ")).collect();
+    let p2: Vec<String> = (1..=30).map(|i| format!("beta{i} ")).collect();
+    let r1: Vec<&str> = p1.iter().map(String::as_str).collect();
+    let r2: Vec<&str> = p2.iter().map(String::as_str).collect();
+    s.script("p1", vec![Reply::text(&r1, 300, 60)]);
+    s.script("p2", vec![Reply::text(&r2, 500, 80)]);
+    s.script(
+        "agg",
+        vec![Reply::text(
+            &[
+                "Both agree.\n\n",
+                "```python\n",
+                "def f(x):\n",
+                "    return x + 1\n",
+                "```\n",
+                "Done.",
+            ],
+            200,
+            150,
+        )],
+    );
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), s.config("")).unwrap();
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(
+        home.path().join("presets/demo.toml"),
+        "name = \"demo\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
+    )
+    .unwrap();
+    let moa = env!("CARGO_BIN_EXE_moa");
+    let home_s = home.path().display().to_string();
+
+    // The live run, in the workbench.
+    let live = format!("moa-live-{}", std::process::id());
+    let cmd = format!("MOA_HOME={home_s} FAKE_API_KEY=k {moa} --preset demo; sleep 30");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &live,
+        "-x",
+        "130",
+        "-y",
+        "36",
+        &cmd,
+    ]);
+    wait_for(&live, "Ask something", Duration::from_secs(10));
+    tmux(&["send-keys", "-t", &live, "-l", "Count with me"]);
+    tmux(&["send-keys", "-t", &live, "Enter"]);
+    wait_for(&live, "✓ saved", Duration::from_secs(20));
+    wait_for(&live, "Done.", Duration::from_secs(5));
+    // The attribution line comes last (computed after the run ended).
+    let live_screen = wait_for(&live, "draws on #1", Duration::from_secs(5));
+    assert!(live_screen.contains("alpha40"), "{live_screen}");
+    tmux(&["send-keys", "-t", &live, "C-c"]);
+    tmux(&["kill-session", "-t", &live]);
+    let sent = s.log().len();
+    assert_eq!(sent, 3);
+
+    let out = Command::new(moa)
+        .args(["sessions", "list", "--json"])
+        .env("MOA_HOME", home.path())
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+
+    // The replay: no key in the environment, and the provider must hear nothing.
+    let rp = format!("moa-replay-{}", std::process::id());
+    let cmd = format!("MOA_HOME={home_s} {moa} replay {id}; echo EXITED=$?; sleep 30");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &rp,
+        "-x",
+        "130",
+        "-y",
+        "36",
+        &cmd,
+    ]);
+    wait_for(&rp, "replay 1×", Duration::from_secs(10));
+    // Partly filled mid-way: the first words are there, the last not yet.
+    let mid = wait_for(&rp, "alpha5 ", Duration::from_secs(5));
+    assert!(!mid.contains("alpha40"), "mid-replay, not done: {mid}");
+    assert!(!mid.contains("Done."), "{mid}");
+
+    // Space pauses: the panes stand still.
+    tmux(&["send-keys", "-t", &rp, "Space"]);
+    let a = wait_for(&rp, "⏸ replay", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(800));
+    let b = tmux(&["capture-pane", "-p", "-t", &rp]);
+    let words = |s: &str| s.matches("alpha").count() + s.matches("beta").count();
+    assert_eq!(words(&a), words(&b), "paused:\n{a}\n---\n{b}");
+    assert!(!b.contains("alpha40"), "{b}");
+    // Space resumes; + doubles the speed.
+    tmux(&["send-keys", "-t", &rp, "Space"]);
+    tmux(&["send-keys", "-t", &rp, "+"]);
+    wait_for(&rp, "▶ replay 2×", Duration::from_secs(5));
+
+    // The end: the session is open on the replayed run, as the live run left it.
+    let end = wait_for(&rp, "replayed run 1 of 1", Duration::from_secs(15));
+    let end = if end.contains("Done.") {
+        end
+    } else {
+        wait_for(&rp, "Done.", Duration::from_secs(5))
+    };
+    assert_eq!(
+        body(&live_screen),
+        body(&end),
+        "the final screen differs from the live run's:\n{live_screen}\n---\n{end}"
+    );
+    assert_eq!(s.log().len(), sent, "replay sent nothing to the provider");
+    tmux(&["send-keys", "-t", &rp, "C-c"]);
+    wait_for(&rp, "EXITED=0", Duration::from_secs(5));
+    tmux(&["kill-session", "-t", &rp]);
+}

@@ -1,9 +1,11 @@
-//! Headless front ends: `moa run`, `moa eval`, `moa tune`, `moa sessions`, `moa presets`, `moa models`.
+//! Headless front ends: `moa run`, `moa eval`, `moa tune`, `moa sessions`, `moa presets`, `moa models`,
+//! `moa serve`.
 
 pub mod eval;
 pub mod models;
 pub mod presets;
 pub mod run;
+pub mod serve;
 pub mod sessions;
 pub mod tune;
 
@@ -13,10 +15,21 @@ use crate::config::Config;
 
 pub use crate::app::{AppError as CliError, Setup, setup};
 
-/// `moa pull`: fetch every embedded model that is not there yet.
-pub fn pull(config_path: Option<&Path>) -> Result<u8, CliError> {
+/// `moa pull`: fetch every embedded model that is not there yet; `moa pull hf:…`: one GGUF file
+/// from the Hugging Face hub.
+pub fn pull(config_path: Option<&Path>, what: Option<&str>) -> Result<u8, CliError> {
     let config = Config::load(config_path)?;
     let dir = &config.folders.models_dir;
+    if let Some(spec) = what {
+        let f =
+            crate::fetch::hub::HubFile::parse(spec).map_err(|e| CliError::usage(e.to_string()))?;
+        let path = crate::fetch::hub::pull(&f, dir, &mut crate::fetch::terminal_progress())
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let name = f.local_name().trim_end_matches(".gguf");
+        crate::safe_println!("{}", path.display());
+        crate::safe_eprintln!("moa: use it as the model local/{name}");
+        return Ok(0);
+    }
     crate::fetch::ensure(
         dir,
         &crate::fetch::all_assets(),

@@ -82,7 +82,11 @@ pub fn main(config: Option<&Path>, args: RunArgs) -> Result<u8, CliError> {
             baseline: !args.no_baseline,
             ..Default::default()
         };
-        let mut h = s.engine.start(Arc::new(preset), messages, opts);
+        // Cached when the preset or `[cache] enabled` says so (off by default: a re-run is
+        // usually asked for to get new samples).
+        let mut h = s
+            .engine_for(&preset)
+            .start(Arc::new(preset), messages, opts);
         let run_id = h.id.to_string();
         let cancel = h.cancel.clone();
         // Ctrl-C cancels the run (partial answers are kept in the record); a second one quits.

@@ -30,15 +30,25 @@ pub enum SessionsCommand {
         #[arg(long)]
         run: Option<usize>,
     },
-    /// Write a session as Markdown (every proposer answer folded under the final one), JSON, or
-    /// one self-contained HTML page (no scripts; opens offline, prints).
+    /// Write a session as Markdown (every proposer answer folded under the final one), JSON,
+    /// one self-contained HTML page (no scripts; opens offline, prints), or an asciicast v2
+    /// recording of a run's replay (`cast`: asciinema's format).
     Export {
         id: String,
-        #[arg(long, default_value = "md", value_parser = ["md", "json", "html"])]
+        #[arg(long, default_value = "md", value_parser = ["md", "json", "html", "cast"])]
         format: String,
         /// Write to this file instead of stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// cast: which run (1 = the first; default the last whole run).
+        #[arg(long)]
+        run: Option<usize>,
+        /// cast: the terminal's size, COLUMNSxROWS.
+        #[arg(long, default_value = "120x36", value_parser = parse_size)]
+        size: (u16, u16),
+        /// cast: play this many times faster than recorded.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
     /// Delete a session.
     Rm { id: String },
@@ -114,11 +124,19 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
             crate::safe_print!("{}", show_text(&s, &runs, compare, term_width()));
             Ok(0)
         }
-        SessionsCommand::Export { id, format, out } => {
+        SessionsCommand::Export {
+            id,
+            format,
+            out,
+            run,
+            size,
+            speed,
+        } => {
             let s = find(&id)?;
             let text = match format.as_str() {
                 "json" => export::json(&s),
                 "html" => crate::session::html::html(&s),
+                "cast" => cast(&s, run, size, speed)?,
                 _ => export::markdown(&s),
             };
             match out {
@@ -128,8 +146,9 @@ pub fn main(config_path: Option<&Path>, cmd: SessionsCommand) -> Result<u8, CliE
                     })?;
                     crate::safe_eprintln!("moa: wrote {}", p.display());
                 }
-                // Escaped for HTML already, exact for JSON: what goes to a file goes as it is.
-                None if format == "json" || format == "html" => print!("{text}"),
+                // Escaped for HTML already, exact for JSON (a cast's escape sequences are inside
+                // its JSON strings, escaped): what goes to a file goes as it is.
+                None if matches!(format.as_str(), "json" | "html" | "cast") => print!("{text}"),
                 None => crate::safe_print!("{text}"),
             }
             Ok(0)
@@ -390,4 +409,29 @@ pub fn compare_text(c: &Comparison, width: usize) -> String {
 /// and tabs kept, long words cut between graphemes).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     crate::text::wrap_plain(text, width.max(8))
+}
+
+/// `--size COLUMNSxROWS`, within what terminals have.
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?}: give the size as COLUMNSxROWS, e.g. 120x36 (40x12 to 500x200)");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u16, u16) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if !(40..=500).contains(&w) || !(12..=200).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// The asciicast of a run's replay. The picture is the workbench's own, so it is drawn by the
+/// workbench's view (`tui::cast`), the one place this front end reaches into the workbench.
+fn cast(s: &Session, run: Option<usize>, size: (u16, u16), speed: f64) -> Result<String, CliError> {
+    if !(speed.is_finite() && (0.01..=1000.0).contains(&speed)) {
+        return Err(CliError::usage(format!(
+            "--speed {speed}: give a factor between 0.01 and 1000"
+        )));
+    }
+    let k = crate::tui::replayed_run(s, run)?;
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    crate::tui::cast::render(s, k, size.0, size.1, speed, color)
+        .map_err(|e| CliError::failed(format!("cannot draw the recording: {e}")))
 }

@@ -12,7 +12,7 @@ use super::preset::AgentSpec;
 use super::prompts::{estimate_message_tokens, estimate_tokens};
 use super::record::{CallRecord, CallStatus};
 use crate::config::Config;
-use crate::provider::cache::{CachedAnswer, CallCache};
+use crate::provider::cache::CachedAnswer;
 use crate::provider::limits::backoff;
 use crate::provider::registry::Registry;
 use crate::provider::{ChatRequest, Chunk, Message, ProviderError};
@@ -99,36 +99,52 @@ pub async fn run_call(
         top_k: agent.top_k,
         repeat_penalty: agent.repeat_penalty,
     };
-    let cache_key = ctx
-        .registry
-        .cache()
-        .map(|_| CallCache::key(&handle.settings, &req, tag.slot));
-    if let (Some(cache), Some(key)) = (ctx.registry.cache(), &cache_key)
-        && let Some(hit) = cache.get(key)
-    {
-        // Shown as one chunk: the answer is whole, and nothing was sent.
-        rec.ttft_ms = Some(0);
-        rec.text = hit.text;
-        rec.finish_reason = hit.finish_reason;
-        rec.usage_estimated = hit.usage_estimated;
-        rec.cached = true;
-        ctx.record_partial(&tag, &rec.text);
-        ctx.emit(RunEvent::Delta {
-            tag: tag.clone(),
-            text: rec.text.clone(),
-        });
-        let usage = Some((hit.tokens_in, hit.tokens_out));
-        return finish(ctx, tag, rec, started, Outcome::Done, usage, est_in);
-    }
+    // A look-up is bounded (Redis' deadline, one embedding), but a cancelled run (a client gone
+    // from `moa serve`) must not wait even for that.
+    let looked = match ctx.registry.cache() {
+        Some(cache) => tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return finish(ctx, tag, rec, started, Outcome::Cancelled, None, est_in);
+            }
+            r = cache.lookup(&handle.settings, &req, tag.slot) => Some(r),
+        },
+        None => None,
+    };
+    let pending = match looked {
+        Some(looked) => match looked {
+            Ok(hit) => {
+                // Shown as one chunk: the answer is whole, and nothing was sent.
+                rec.ttft_ms = Some(0);
+                rec.text = hit.text;
+                rec.finish_reason = hit.finish_reason;
+                rec.usage_estimated = hit.usage_estimated;
+                rec.cached = true;
+                ctx.record_partial(&tag, &rec.text);
+                ctx.emit(RunEvent::Delta {
+                    tag: tag.clone(),
+                    text: rec.text.clone(),
+                });
+                let usage = Some((hit.tokens_in, hit.tokens_out));
+                return finish(ctx, tag, rec, started, Outcome::Done, usage, est_in);
+            }
+            Err(pending) => Some(pending),
+        },
+        None => None,
+    };
     let cap = agent.max_tokens.map_or(UNBOUNDED_CAP, |m| {
         (m as usize).saturating_mul(BYTES_PER_TOKEN_CAP).max(4096)
     });
     let mut usage: Option<(u64, u64)> = None;
     let mut attempt: u32 = 0;
+    // Made once for the call: a fresh one for every chunk was put on the token's waiter list and
+    // taken off it again, under its lock.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let outcome = 'attempts: loop {
         let mut permit = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Outcome::Cancelled,
+            _ = &mut cancelled => break Outcome::Cancelled,
             _ = tokio::time::sleep_until(total_deadline) => break Outcome::TimedOut("total_timeout", format!("no answer within the total timeout of {} (timeout_total_ms)", secs(timeouts.total))),
             p = handle.limits.acquire() => p,
         };
@@ -138,7 +154,7 @@ pub async fn run_call(
         // asleep), a reply already waiting must win over a timer that expired meanwhile.
         let opened = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Outcome::Cancelled,
+            _ = &mut cancelled => break Outcome::Cancelled,
             r = handle.provider.open(req.clone()) => r,
             _ = tokio::time::sleep_until(first_deadline) => break first_token_timeout(&timeouts, total_deadline, first_deadline),
         };
@@ -160,7 +176,7 @@ pub async fn run_call(
                         });
                         tokio::select! {
                             biased;
-                            _ = cancel.cancelled() => break Outcome::Cancelled,
+                            _ = &mut cancelled => break Outcome::Cancelled,
                             _ = tokio::time::sleep(delay) => continue 'attempts,
                         }
                     }
@@ -170,12 +186,21 @@ pub async fn run_call(
         };
         // Streaming. Deadlines: first token (from sending), then idle between chunks, and total.
         let mut last = Instant::now();
+        // One timer for the stream, never later than the deadline and moved on only when it fires
+        // early: the idle deadline moves with every chunk, and resetting a timer for each (out of
+        // the timer wheel and back in) was a good part of what a streamed token cost.
+        let timer = tokio::time::sleep_until(first_deadline);
+        tokio::pin!(timer);
         loop {
             let deadline = if rec.ttft_ms.is_none() {
                 first_deadline
             } else {
                 (last + timeouts.idle).min(total_deadline)
             };
+            if deadline < timer.deadline() {
+                // After the first token the idle deadline can be nearer than the first token's.
+                timer.as_mut().reset(deadline);
+            }
             if Instant::now() >= total_deadline {
                 // Checked here too: with the stream polled first, a provider that always has data
                 // ready would otherwise never meet the total deadline.
@@ -192,39 +217,50 @@ pub async fn run_call(
             // means moa stalled (a pager nobody reads, Ctrl-Z, sleep), not the provider.
             let next = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break 'attempts Outcome::Cancelled,
+                _ = &mut cancelled => break 'attempts Outcome::Cancelled,
                 n = stream.next() => n,
-                _ = tokio::time::sleep_until(deadline) => match waiting(&mut stream).await {
-                    Some(n) => n,
-                    None if rec.ttft_ms.is_none() => {
-                        break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
+                _ = &mut timer => {
+                    if Instant::now() < deadline {
+                        // Fired for a deadline that has moved on since it was set.
+                        timer.as_mut().reset(deadline);
+                        continue;
                     }
-                    None if deadline == total_deadline => {
-                        break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
+                    match waiting(&mut stream).await {
+                        Some(n) => n,
+                        None if rec.ttft_ms.is_none() => {
+                            break 'attempts first_token_timeout(&timeouts, total_deadline, first_deadline);
+                        }
+                        None if deadline == total_deadline => {
+                            break 'attempts Outcome::TimedOut("total_timeout", format!("the answer was cut off by the total timeout of {} (timeout_total_ms)", secs(timeouts.total)));
+                        }
+                        None => {
+                            break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
+                        }
                     }
-                    None => {
-                        break 'attempts Outcome::TimedOut("idle_timeout", format!("the provider went silent for {} s mid-answer (timeout_idle_ms)", secs(timeouts.idle)));
-                    }
-                },
+                }
             };
             last = Instant::now();
             match next {
                 None => break 'attempts Outcome::Done,
-                Some(Ok(Chunk::Text(t))) => {
+                Some(Ok(Chunk::Text(mut piece))) => {
                     if rec.ttft_ms.is_none() {
                         rec.ttft_ms = Some(started.elapsed().as_millis() as u64);
                     }
                     let room = cap.saturating_sub(rec.text.len());
-                    let piece = truncate_at_char(&t, room);
-                    rec.text.push_str(piece);
+                    let capped = piece.len() > room;
+                    if capped {
+                        piece.truncate(piece.floor_char_boundary(room));
+                    }
+                    rec.text.push_str(&piece);
                     if !piece.is_empty() {
-                        ctx.record_partial(&tag, piece);
+                        ctx.record_partial(&tag, &piece);
+                        // The chunk's own text travels on: no copy per token.
                         ctx.emit(RunEvent::Delta {
                             tag: tag.clone(),
-                            text: piece.to_string(),
+                            text: piece,
                         });
                     }
-                    if piece.len() < t.len() {
+                    if capped {
                         break 'attempts Outcome::Capped;
                     }
                 }
@@ -252,7 +288,7 @@ pub async fn run_call(
                         });
                         tokio::select! {
                             biased;
-                            _ = cancel.cancelled() => break 'attempts Outcome::Cancelled,
+                            _ = &mut cancelled => break 'attempts Outcome::Cancelled,
                             _ = tokio::time::sleep(delay) => continue 'attempts,
                         }
                     }
@@ -263,18 +299,24 @@ pub async fn run_call(
     };
     let rec = finish(ctx, tag, rec, started, outcome, usage, est_in);
     // Only whole answers are worth giving again: not a failed, cut or capped one.
-    if let (Some(cache), Some(key)) = (ctx.registry.cache(), cache_key)
+    if let (Some(cache), Some(pending)) = (ctx.registry.cache(), pending)
         && rec.status == CallStatus::Ok
         && rec.finish_reason.as_deref().is_some_and(|r| r != "capped")
     {
-        cache.put(&CachedAnswer {
-            key,
-            text: rec.text.clone(),
-            tokens_in: rec.tokens_in,
-            tokens_out: rec.tokens_out,
-            usage_estimated: rec.usage_estimated,
-            finish_reason: rec.finish_reason.clone(),
-        });
+        cache
+            .store(
+                pending,
+                CachedAnswer {
+                    key: String::new(),
+                    text: rec.text.clone(),
+                    tokens_in: rec.tokens_in,
+                    tokens_out: rec.tokens_out,
+                    usage_estimated: rec.usage_estimated,
+                    finish_reason: rec.finish_reason.clone(),
+                    stored_at: 0,
+                },
+            )
+            .await;
     }
     rec
 }
@@ -310,13 +352,6 @@ fn first_token_timeout(
             ),
         )
     }
-}
-
-fn truncate_at_char(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    &s[..s.floor_char_boundary(max)]
 }
 
 fn finish(

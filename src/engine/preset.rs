@@ -153,6 +153,10 @@ pub struct Preset {
     /// Where it came from (`builtin` or a path) and its text, kept for sessions and `presets show`.
     pub origin: String,
     pub text: String,
+    /// The preset's own `cache = true|false`: answer identical calls from the call cache, whatever
+    /// `[cache] enabled` says. None: the config decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 impl Preset {
@@ -169,6 +173,7 @@ impl Preset {
             baseline: None,
             origin: "builtin".into(),
             text: String::new(),
+            cache: None,
         }
     }
 
@@ -198,6 +203,7 @@ struct RawPreset {
     #[serde(default)]
     step: Vec<toml::Spanned<RawStep>>,
     baseline: Option<AgentSpec>,
+    cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -528,6 +534,7 @@ pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Preset, C
         baseline: raw.baseline,
         origin: path.display().to_string(),
         text: text.to_string(),
+        cache: raw.cache,
     })
 }
 
@@ -644,6 +651,17 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&p.name, name);
         }
+    }
+
+    #[test]
+    fn a_preset_may_turn_the_call_cache_on_or_off() {
+        let body = "[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/a\" }]\n";
+        let p = |head: &str| parse(Path::new("p.toml"), &format!("{head}{body}"), &t());
+        assert_eq!(p("").unwrap().cache, None);
+        assert_eq!(p("cache = true\n").unwrap().cache, Some(true));
+        assert_eq!(p("cache = false\n").unwrap().cache, Some(false));
+        let e = p("cache = \"yes\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("p.toml:1:9: "), "{e}");
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct CallRecord {
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
-    /// Answered from the call cache (`moa eval`, `moa tune`): nothing was sent; tokens and cost
+    /// Answered from the call cache (`moa eval`, `moa tune`, runs with `[cache]` or the preset
+    /// turning it on; a semantic match counts too): nothing was sent; tokens and cost
     /// are those of the call that was cached.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,

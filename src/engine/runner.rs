@@ -172,6 +172,7 @@ impl Engine {
             baseline: None,
             origin: base.origin.clone(),
             text: base.text.clone(),
+            cache: base.cache,
         };
         Ok(self.start(
             Arc::new(preset),

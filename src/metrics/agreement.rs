@@ -3,6 +3,7 @@
 //! The scorer is pluggable: sentence embeddings when a model is available, and this module's lexical
 //! TF-IDF cosine otherwise. The method's name always travels with the number.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub trait AgreementScorer: Send + Sync {
@@ -82,10 +83,37 @@ pub fn most_central(m: &[Vec<f64>]) -> usize {
 /// Lexical similarity: TF-IDF vectors over lower-cased words (smoothed idf, as scikit-learn), cosine.
 pub struct TfIdf;
 
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+/// The lower-cased words of a text. Borrowed when already lower case: live agreement scores the
+/// answers again every 500 ms while they stream, and an allocation per word was most of that.
+fn words(text: &str) -> impl Iterator<Item = Cow<'_, str>> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
+        .map(|w| {
+            if !w.is_ascii() {
+                Cow::Owned(w.to_lowercase())
+            } else if w.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(w.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(w)
+            }
+        })
+}
+
+/// `a . b` of two sparse vectors sorted by word number.
+fn dot(a: &[(usize, f64)], b: &[(usize, f64)]) -> f64 {
+    let (mut i, mut j, mut sum) = (0, 0, 0.0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                sum += a[i].1 * b[j].1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    sum
 }
 
 impl AgreementScorer for TfIdf {
@@ -95,35 +123,47 @@ impl AgreementScorer for TfIdf {
 
     fn matrix(&self, texts: &[String]) -> Vec<Vec<f64>> {
         let n = texts.len();
-        let tfs: Vec<HashMap<String, f64>> = texts
+        // Each distinct word gets a number; a text is its sorted (word, count) pairs.
+        let mut ids: HashMap<Cow<'_, str>, usize> = HashMap::new();
+        let tfs: Vec<Vec<(usize, f64)>> = texts
             .iter()
             .map(|t| {
-                let mut m = HashMap::new();
-                for w in words(t) {
-                    *m.entry(w).or_insert(0.0) += 1.0;
-                }
-                m
-            })
-            .collect();
-        let mut df: HashMap<&str, f64> = HashMap::new();
-        for tf in &tfs {
-            for w in tf.keys() {
-                *df.entry(w.as_str()).or_insert(0.0) += 1.0;
-            }
-        }
-        let vecs: Vec<HashMap<&str, f64>> = tfs
-            .iter()
-            .map(|tf| {
-                let mut v: HashMap<&str, f64> = tf
-                    .iter()
-                    .map(|(w, c)| {
-                        let idf = ((1.0 + n as f64) / (1.0 + df[w.as_str()])).ln() + 1.0;
-                        (w.as_str(), c * idf)
+                let mut seen: Vec<usize> = words(t)
+                    .map(|w| {
+                        let next = ids.len();
+                        *ids.entry(w).or_insert(next)
                     })
                     .collect();
-                let norm = v.values().map(|x| x * x).sum::<f64>().sqrt();
+                seen.sort_unstable();
+                let mut tf: Vec<(usize, f64)> = Vec::new();
+                for id in seen {
+                    match tf.last_mut() {
+                        Some((last, c)) if *last == id => *c += 1.0,
+                        _ => tf.push((id, 1.0)),
+                    }
+                }
+                tf
+            })
+            .collect();
+        let mut df = vec![0.0f64; ids.len()];
+        for tf in &tfs {
+            for (id, _) in tf {
+                df[*id] += 1.0;
+            }
+        }
+        let vecs: Vec<Vec<(usize, f64)>> = tfs
+            .into_iter()
+            .map(|tf| {
+                let mut v: Vec<(usize, f64)> = tf
+                    .into_iter()
+                    .map(|(id, c)| {
+                        let idf = ((1.0 + n as f64) / (1.0 + df[id])).ln() + 1.0;
+                        (id, c * idf)
+                    })
+                    .collect();
+                let norm = v.iter().map(|(_, x)| x * x).sum::<f64>().sqrt();
                 if norm > 0.0 {
-                    v.values_mut().for_each(|x| *x /= norm);
+                    v.iter_mut().for_each(|(_, x)| *x /= norm);
                 }
                 v
             })
@@ -132,17 +172,9 @@ impl AgreementScorer for TfIdf {
         for i in 0..n {
             m[i][i] = 1.0;
             for j in (i + 1)..n {
-                let (a, b) = if vecs[i].len() < vecs[j].len() {
-                    (&vecs[i], &vecs[j])
-                } else {
-                    (&vecs[j], &vecs[i])
-                };
-                let dot: f64 = a
-                    .iter()
-                    .map(|(w, x)| x * b.get(w).copied().unwrap_or(0.0))
-                    .sum();
-                m[i][j] = dot;
-                m[j][i] = dot;
+                let d = dot(&vecs[i], &vecs[j]);
+                m[i][j] = d;
+                m[j][i] = d;
             }
         }
         m
@@ -169,6 +201,26 @@ mod tests {
         assert!(a.mean > 0.3 && a.mean < 0.4, "{}", a.mean);
         assert_eq!(most_central(&m), 0);
         assert!(score(&TfIdf, &texts[..1]).is_none());
+    }
+
+    #[test]
+    fn tfidf_values_fold_case_and_repeat_counts() {
+        // idf(a) = ln(3/3) + 1 = 1, idf(b) = idf(c) = ln(3/2) + 1: cos = 1 / (1 + idf(b)^2).
+        let idf = (1.5f64).ln() + 1.0;
+        let want = 1.0 / (1.0 + idf * idf);
+        for pair in [["a b", "a c"], ["A, B!", "a  C"], ["É b", "é c"]] {
+            let m = TfIdf.matrix(&pair.map(String::from));
+            assert!((m[0][1] - want).abs() < 1e-12, "{pair:?}: {}", m[0][1]);
+        }
+        // Counts: "a a b" is (2, idf) against "a c"'s (1, idf).
+        let m = TfIdf.matrix(&["a a b".to_string(), "a c".to_string()]);
+        let want = 2.0 / ((4.0 + idf * idf).sqrt() * (1.0 + idf * idf).sqrt());
+        assert!((m[0][1] - want).abs() < 1e-12, "{}", m[0][1]);
+        // Nothing in common, and an empty text.
+        let m = TfIdf.matrix(&["x".to_string(), "y".to_string(), String::new()]);
+        assert_eq!(m[0][1], 0.0);
+        assert_eq!(m[0][2], 0.0);
+        assert_eq!(m[2][2], 1.0);
     }
 
     /// Falls back for texts that say so, and (as a shared flag would) reports from `method` what

@@ -8,7 +8,9 @@ use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, HiddenAct};
+#[cfg(feature = "amx")]
+use candle_transformers::models::bert::HiddenAct;
+use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 use super::agreement::{AgreementScorer, Scored, TfIdf};
@@ -19,24 +21,26 @@ const MAX_TOKENS: usize = 256;
 /// Which implementation computes the embeddings. Both are the same model and agree to ~1e-5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// Intel AMX tiles (crate `moa-bert`): ~6x faster, used where the CPU and OS allow it.
+    /// Intel AMX tiles (crate `moa-bert`, cargo feature `amx`): ~6x faster, used where the CPU
+    /// and OS allow it in builds with the feature.
     Amx,
-    /// candle's BERT in f32: runs anywhere.
+    /// candle's BERT in f32: runs anywhere; the only one of default builds.
     Candle,
 }
 
 impl Backend {
-    /// The fastest one this machine runs (`MOA_NO_AMX=1` forces candle).
+    /// The fastest one this build runs on this machine (`MOA_NO_AMX=1` forces candle).
     pub fn best() -> Backend {
+        #[cfg(feature = "amx")]
         if moa_bert::Encoder::available() {
-            Backend::Amx
-        } else {
-            Backend::Candle
+            return Backend::Amx;
         }
+        Backend::Candle
     }
 }
 
 enum Forward {
+    #[cfg(feature = "amx")]
     Amx(moa_bert::Encoder),
     Candle(BertModel),
 }
@@ -137,12 +141,20 @@ impl MiniLm {
         let weights = read("model.safetensors")?;
         let path = || dir.join("model.safetensors");
         let forward = match backend {
+            #[cfg(feature = "amx")]
             Backend::Amx => Forward::Amx(amx_encoder(&config, &weights).map_err(|reason| {
                 EmbedError::AmxWeights {
                     path: path(),
                     reason,
                 }
             })?),
+            #[cfg(not(feature = "amx"))]
+            Backend::Amx => {
+                return Err(EmbedError::AmxWeights {
+                    path: path(),
+                    reason: "this build has no AMX encoder (cargo feature `amx`)".into(),
+                });
+            }
             Backend::Candle => {
                 let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
                     .map_err(|source| EmbedError::Weights {
@@ -161,9 +173,20 @@ impl MiniLm {
 
     pub fn backend(&self) -> Backend {
         match self.forward {
+            #[cfg(feature = "amx")]
             Forward::Amx(_) => Backend::Amx,
             Forward::Candle(_) => Backend::Candle,
         }
+    }
+
+    /// Whether `text` fits in the model's window (256 tokens): past it, the rest is not read,
+    /// and texts differing only there embed the same.
+    pub fn fits(&self, text: &str) -> Result<bool, EmbedError> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(EmbedError::Tokenize)?;
+        Ok(enc.get_overflowing().is_empty())
     }
 
     /// One unit vector per text.
@@ -175,7 +198,10 @@ impl MiniLm {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(EmbedError::Tokenize)?;
+        // Without the `amx` feature candle is the only arm.
+        #[cfg_attr(not(feature = "amx"), allow(clippy::infallible_destructuring_match))]
         let model = match &self.forward {
+            #[cfg(feature = "amx")]
             Forward::Amx(encoder) => {
                 let ids: Vec<Vec<u32>> = enc.iter().map(|e| e.get_ids().to_vec()).collect();
                 return encoder.embed(&ids).map_err(EmbedError::Amx);
@@ -207,6 +233,7 @@ impl MiniLm {
 
 /// The AMX encoder from the same safetensors file and config candle reads. (Text errors: the
 /// encoder crate's own are text, and `load_on` wraps them with the file's path.)
+#[cfg(feature = "amx")]
 fn amx_encoder(config: &Config, weights: &[u8]) -> Result<moa_bert::Encoder, String> {
     let tensors = safetensors::SafeTensors::deserialize(weights).map_err(|e| e.to_string())?;
     // The AMX encoder implements BERT as this model has it: erf GELU, absolute positions.

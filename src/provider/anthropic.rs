@@ -183,7 +183,7 @@ where
             let kind = v
                 .get("type")
                 .and_then(Value::as_str)
-                .unwrap_or(ev.event.as_str())
+                .unwrap_or(&ev.event)
                 .to_string();
             match kind.as_str() {
                 "message_start" => {

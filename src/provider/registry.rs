@@ -21,11 +21,12 @@ pub struct ProviderHandle {
 
 pub struct Registry {
     config: Arc<Config>,
-    handles: Mutex<HashMap<String, ProviderHandle>>,
+    /// Shared with the registries made by `sharing_providers`: one set of limits per provider.
+    handles: Arc<Mutex<HashMap<String, ProviderHandle>>>,
     /// Context windows the providers reported at /v1/models, per provider (asked once each).
-    listed_windows: Mutex<HashMap<String, HashMap<String, u64>>>,
-    /// Complete answers of earlier identical calls (`moa eval`, `moa tune`); None: every call
-    /// goes to its provider.
+    listed_windows: Arc<Mutex<HashMap<String, HashMap<String, u64>>>>,
+    /// Complete answers of earlier identical calls (`moa eval`, `moa tune`, and `moa run`/`moa
+    /// serve` when the config or preset turns it on); None: every call goes to its provider.
     cache: Option<Arc<CallCache>>,
 }
 
@@ -36,9 +37,21 @@ impl Registry {
     pub fn new(config: Arc<Config>) -> Self {
         Registry {
             config,
-            handles: Mutex::new(HashMap::new()),
-            listed_windows: Mutex::new(HashMap::new()),
+            handles: Arc::new(Mutex::new(HashMap::new())),
+            listed_windows: Arc::new(Mutex::new(HashMap::new())),
             cache: None,
+        }
+    }
+
+    /// A registry with the same providers (so the same concurrency and rate limits, shared by
+    /// both) and `cache` instead of this one's: how one process runs cached and uncached presets
+    /// side by side (`moa serve`) without doubling its providers' limits.
+    pub fn sharing_providers(&self, cache: Option<Arc<CallCache>>) -> Registry {
+        Registry {
+            config: self.config.clone(),
+            handles: self.handles.clone(),
+            listed_windows: self.listed_windows.clone(),
+            cache,
         }
     }
 

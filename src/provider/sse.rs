@@ -8,6 +8,7 @@
 //! `reqwest-eventsource`: it re-sends POSTs on its own, and a prompt must never be re-sent behind the
 //! user's back once output was seen.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use futures::{Stream, StreamExt};
@@ -17,7 +18,8 @@ use super::ProviderError;
 /// One SSE event: its `event:` name (`message` when absent) and its `data:` payload.
 #[derive(Debug, Clone)]
 pub struct SseEvent {
-    pub event: String,
+    /// Borrowed for the usual `message`: no allocation for it per streamed token.
+    pub event: Cow<'static, str>,
     pub data: String,
 }
 
@@ -143,10 +145,7 @@ impl Framer {
         let mut start = 0;
         loop {
             let from = self.scanned.max(start);
-            let Some(rel) = self.buf[from..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-            else {
+            let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[from..]) else {
                 self.scanned = self.buf.len();
                 break;
             };
@@ -196,8 +195,8 @@ impl Framer {
                 let mut data = std::mem::take(&mut self.data);
                 data.pop(); // the LF after the last data line
                 let event = match std::mem::take(&mut self.event) {
-                    e if e.is_empty() => "message".to_string(),
-                    e => e,
+                    e if e.is_empty() => Cow::Borrowed("message"),
+                    e => Cow::Owned(e),
                 };
                 self.out.push_back(Ok(SseEvent { event, data }));
             }

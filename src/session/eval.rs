@@ -371,6 +371,7 @@ pub fn baseline_preset(
         baseline: None,
         origin: "builtin".into(),
         text: String::new(),
+        cache: preset.cache,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod recorder;
 pub mod report;
 pub mod stats;
 pub mod store;
+pub mod timeline;
 pub mod variants;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,10 @@ pub struct SessionRun {
     /// This aggregation again without each proposer's answer, judged against it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leave_one_out: Vec<variants::LooEntry>,
+    /// When each step and call started and ended and how the text arrived, for `moa replay`
+    /// (absent in sessions saved before it was kept: those replay at an even pace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<timeline::Timeline>,
 }
 
 impl SessionRun {
@@ -96,6 +101,7 @@ impl SessionRun {
             attribution: None,
             pair_judgements: Vec::new(),
             leave_one_out: Vec::new(),
+            timeline: None,
         }
     }
 }

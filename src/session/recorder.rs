@@ -13,6 +13,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::store::{Store, write_session};
+use super::timeline::TimelineRecorder;
 use super::{RunKind, Session, SessionRun};
 use crate::engine::events::{RunEvent, Stage};
 use crate::engine::preset::Preset;
@@ -90,6 +91,7 @@ struct Partial {
     done: BTreeMap<usize, StepRecord>,
     calls: BTreeMap<(usize, usize), CallRecord>,
     baseline: Option<CallRecord>,
+    timeline: TimelineRecorder,
     dirty: bool,
 }
 
@@ -145,6 +147,7 @@ impl Recorder {
             done: BTreeMap::new(),
             calls: BTreeMap::new(),
             baseline: None,
+            timeline: TimelineRecorder::new(Instant::now()),
             dirty: true,
         });
         // The first snapshot comes a second in: a run shorter than that is written once, at its end.
@@ -162,6 +165,7 @@ impl Recorder {
         let Some(p) = self.partial.as_mut() else {
             return;
         };
+        p.timeline.event(ev, Instant::now());
         match ev {
             RunEvent::RunStarted { run, ops, .. } => {
                 p.id = run.to_string();
@@ -209,8 +213,10 @@ impl Recorder {
         let Some(p) = self.partial.take() else {
             return;
         };
+        let timeline = p.timeline.timeline(Instant::now());
         let mut run = SessionRun::new(p.preset, record, p.kind, p.given);
         run.parent = p.parent;
+        run.timeline = Some(timeline);
         self.session.push_run(run);
         self.save();
     }

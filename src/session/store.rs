@@ -534,6 +534,7 @@ mod tests {
             attribution: None,
             pair_judgements: Vec::new(),
             leave_one_out: Vec::new(),
+            timeline: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub enum Scope {
     Compare,
     Agents,
     Picker,
+    /// A replay is playing (`moa replay`).
+    Replay,
 }
 
 impl Scope {
@@ -33,6 +35,7 @@ impl Scope {
             Scope::Compare => "in the compare view (F3)",
             Scope::Agents => "in the agents editor (F4)",
             Scope::Picker => "in the model picker (m in F4)",
+            Scope::Replay => "while a replay plays (moa replay)",
         }
     }
 }
@@ -92,6 +95,10 @@ pub enum Action {
     LeftSide,
     RightSide,
     Diff,
+    ReplayPause,
+    ReplayFaster,
+    ReplaySlower,
+    ReplayEnd,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -738,6 +745,42 @@ pub static BINDINGS: &[Binding] = &[
         4,
     ),
     b(
+        S::Replay,
+        &[ch(' ')],
+        "Space",
+        A::ReplayPause,
+        "pause or resume the replay",
+        "pause",
+        1,
+    ),
+    b(
+        S::Replay,
+        &[ch('+'), ch('=')],
+        "+",
+        A::ReplayFaster,
+        "replay faster (up to 32×)",
+        "faster",
+        2,
+    ),
+    b(
+        S::Replay,
+        &[ch('-')],
+        "-",
+        A::ReplaySlower,
+        "replay slower (down to ¼×)",
+        "slower",
+        2,
+    ),
+    b(
+        S::Replay,
+        &[k(K::End), k(K::Esc)],
+        "End, Esc",
+        A::ReplayEnd,
+        "jump to the end of the run (the session is then open as usual)",
+        "finish",
+        3,
+    ),
+    b(
         S::Picker,
         &[k(K::Enter)],
         "Enter",
@@ -799,7 +842,7 @@ pub fn lookup(e: &KeyEvent, scope: Scope) -> Option<Action> {
         .filter(|b| b.scope == scope)
         .find(|b| b.keys.iter().any(|k| matches(k, e)))
         .map(|b| b.action);
-    if own.is_some() || !matches!(scope, S::Input | S::Pane) {
+    if own.is_some() || !matches!(scope, S::Input | S::Pane | S::Replay) {
         // Overlays have their own keys; Ctrl+C still quits everywhere.
         return own.or_else(|| {
             (e.code == KeyCode::Char('c') && e.modifiers.contains(CTRL)).then_some(A::Quit)
@@ -824,7 +867,7 @@ pub fn hints(scope: Scope) -> Vec<(&'static str, &'static str)> {
         .filter(|b| {
             b.rank > 0
                 && (b.scope == scope
-                    || (b.scope == S::Global && matches!(scope, S::Input | S::Pane)))
+                    || (b.scope == S::Global && matches!(scope, S::Input | S::Pane | S::Replay)))
         })
         .collect();
     v.sort_by_key(|b| (b.rank, b.scope != scope));

@@ -4,9 +4,11 @@
 //! the work of 60). Everything that reads or writes files runs off this thread and answers with a
 //! message, so a slow disk never freezes the screen.
 
+pub mod cast;
 pub mod keymap;
 pub mod markdown;
 pub mod overlay;
+pub mod replay;
 pub mod state;
 pub mod update;
 pub mod variants;
@@ -64,6 +66,78 @@ pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, Tui
     let name = preset_arg.unwrap_or_else(|| s.config.default_preset.clone());
     let preset = s.preset(&name)?;
     crate::app::preflight(&s.config, &preset, true)?;
+    let mut app = new_app(&s, preset);
+    run_terminal(&s, &mut app, None)
+}
+
+/// `moa replay SESSION [--run N] [--speed X]`: the workbench plays run N (1-based; the last whole
+/// run when absent) of a saved session back. No preflight: nothing is sent anywhere.
+pub fn replay(
+    config: Option<&Path>,
+    key: &str,
+    run: Option<usize>,
+    speed: f64,
+) -> Result<u8, TuiError> {
+    let s = setup(config)?;
+    let session = s
+        .store()
+        .resolve(key)
+        .map_err(|e| AppError::usage(e.to_string()))?;
+    let k = replayed_run(&session, run)?;
+    if !(speed.is_finite() && (0.01..=1000.0).contains(&speed)) {
+        return Err(AppError::usage(format!(
+            "--speed {speed}: give a factor between 0.01 and 1000 (2 plays twice as fast)"
+        ))
+        .into());
+    }
+    let mut app = new_app(&s, session.runs[k].preset.clone());
+    run_terminal(&s, &mut app, Some((session, k, speed)))
+}
+
+/// Which run `moa replay` plays: `run` (1-based) or the session's last whole run.
+pub fn replayed_run(session: &Session, run: Option<usize>) -> Result<usize, AppError> {
+    let n = session.runs.len();
+    if n == 0 {
+        return Err(AppError::usage(format!(
+            "session {} has no finished run to replay",
+            session.id
+        )));
+    }
+    let k = match run {
+        Some(0) => return Err(AppError::usage("--run counts from 1")),
+        Some(r) if r > n => {
+            return Err(AppError::usage(format!(
+                "--run {r}: session {} has {n} run(s)",
+                session.id
+            )));
+        }
+        Some(r) => r - 1,
+        None => session
+            .runs
+            .iter()
+            .rposition(|r| r.kind == RunKind::Run)
+            .unwrap_or(n - 1),
+    };
+    if session.runs[k].kind != RunKind::Run {
+        let what = match session.runs[k].kind {
+            RunKind::Reaggregate => "a re-aggregation",
+            _ => "a re-run of one proposer",
+        };
+        let whole = session.runs[..k]
+            .iter()
+            .rposition(|r| r.kind == RunKind::Run)
+            .map(|i| format!(": try --run {}", i + 1))
+            .unwrap_or_default();
+        return Err(AppError::usage(format!(
+            "run {} of session {} is {what}; replay plays whole runs{whole} (its variants are shown after)",
+            k + 1,
+            session.id
+        )));
+    }
+    Ok(k)
+}
+
+fn new_app(s: &Setup, preset: crate::engine::preset::Preset) -> App {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut app = App::new(Arc::new(preset), s.preset_names(), color);
     app.judge_model = s.config.judge_model.clone();
@@ -72,6 +146,15 @@ pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, Tui
         .names()
         .filter_map(|n| Some((n.to_string(), s.templates.get(n)?.to_string())))
         .collect();
+    app
+}
+
+/// The terminal set up, the loop run (a replay first, when given), the terminal restored.
+fn run_terminal(
+    s: &Setup,
+    app: &mut App,
+    replay: Option<(Session, usize, f64)>,
+) -> Result<u8, TuiError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,7 +172,7 @@ pub fn main(config: Option<&Path>, preset_arg: Option<String>) -> Result<u8, Tui
     }));
     let mut terminal = ratatui::init();
     let _ = execute!(std::io::stdout(), EnableMouseCapture, EnableBracketedPaste);
-    let result = rt.block_on(event_loop(&s, &mut app, &mut terminal));
+    let result = rt.block_on(event_loop(s, app, &mut terminal, replay));
     let _ = execute!(
         std::io::stdout(),
         DisableMouseCapture,
@@ -103,6 +186,7 @@ async fn event_loop(
     s: &Setup,
     app: &mut App,
     terminal: &mut ratatui::DefaultTerminal,
+    replay: Option<(Session, usize, f64)>,
 ) -> Result<(), TuiError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut keys = EventStream::new();
@@ -111,10 +195,14 @@ async fn event_loop(
         cancel: None,
         store: s.store(),
         recorder: None,
+        replay: None,
     };
     let mut last_draw = Instant::now() - FRAME;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    fetch_if_needed(s, app, &tx);
+    match replay {
+        Some((session, k, speed)) => io.start_replay(app, session, k, speed),
+        None => fetch_if_needed(s, app, &tx),
+    }
     loop {
         if app.dirty && last_draw.elapsed() >= FRAME {
             terminal
@@ -160,11 +248,73 @@ struct Io {
     cancel: Option<CancellationToken>,
     store: Store,
     recorder: Option<Recorder>,
+    replay: Option<Replaying>,
+}
+
+/// A replay under way: its clock (the loop's "now" while it plays) and the session it comes from.
+struct Replaying {
+    clock: replay::Clock,
+    /// The real time the replay started: the clock's zero.
+    epoch: std::time::Instant,
+    session: Session,
+    run: usize,
 }
 
 impl Io {
+    /// The time `update` is given: the replay's recorded time while one plays, so that latency
+    /// bars grow at the recorded pace (and stop when paused).
+    fn now(&self) -> std::time::Instant {
+        match &self.replay {
+            Some(r) => r.epoch + Duration::from_secs_f64(r.clock.now_ms() / 1000.0),
+            None => std::time::Instant::now(),
+        }
+    }
+
+    /// Play run `k` of `session`: its events go to the loop as the clock reaches them.
+    fn start_replay(&mut self, app: &mut App, session: Session, k: usize, speed: f64) {
+        let Some(run) = session.runs.get(k) else {
+            return;
+        };
+        let schedule = crate::session::timeline::schedule(run);
+        let clock = replay::Clock::new(speed, schedule.end_ms);
+        self.replay = Some(Replaying {
+            clock: clock.clone(),
+            epoch: std::time::Instant::now(),
+            session: session.clone(),
+            run: k,
+        });
+        app.now = self.now();
+        replay::start(
+            app,
+            &session,
+            k,
+            replay::ReplayView {
+                run: k + 1,
+                runs: session.runs.len(),
+                speed,
+                paused: false,
+                estimated: schedule.estimated,
+                at_ms: 0,
+                end_ms: schedule.end_ms,
+            },
+        );
+        let tx = self.tx.clone();
+        tokio::spawn(replay::play(schedule, clock, move |m| tx.send(m).is_ok()));
+    }
+
     /// `update`, with run events also going to the session recorder.
     fn update(&mut self, app: &mut App, msg: Msg) -> Vec<Effect> {
+        // The replay ended: its session is open as if picked in the browser, and the next runs
+        // are added to it.
+        if let Msg::ReplayDone = msg
+            && let Some(r) = self.replay.take()
+        {
+            self.recorder = Some(self.new_recorder(r.session.clone()));
+            app.now = std::time::Instant::now();
+            app.dirty = true;
+            replay::finished(app, r.session, r.run);
+            return vec![];
+        }
         // An opened session is the one the next runs are added to.
         if let Msg::SessionOpened(Ok(s)) = &msg {
             self.recorder = Some(self.new_recorder(s.as_ref().clone()));
@@ -176,12 +326,20 @@ impl Io {
                 updated = Some(Box::new(r.session.clone()));
             }
         }
-        let now = std::time::Instant::now();
+        let now = self.now();
         let mut effects = update(app, msg, now);
         if let Some(s) = updated {
             effects.extend(update(app, Msg::SessionUpdated(s), now));
         }
         effects
+    }
+
+    fn replay_control(&mut self, app: &mut App, c: replay::Control) {
+        if let Some(r) = self.replay.as_ref() {
+            let (speed, paused) = r.clock.control(c);
+            let now = self.now();
+            update(app, Msg::ReplayClock { speed, paused }, now);
+        }
     }
 
     /// A recorder for `session` whose writes are reported to the loop.
@@ -420,6 +578,9 @@ fn perform(s: &Setup, app: &mut App, e: Effect, io: &mut Io) {
                 r.save();
             }
         }
+        // Esc during a replay finishes it (there is nothing to cancel).
+        Effect::Cancel if io.replay.is_some() => io.replay_control(app, replay::Control::End),
+        Effect::Replay(c) => io.replay_control(app, c),
         Effect::Cancel => {
             if let Some(c) = io.cancel.as_ref() {
                 c.cancel();

@@ -308,6 +308,8 @@ pub enum RunMode {
         step: usize,
         slot: usize,
     },
+    /// A saved run played back (`moa replay`): its events come from the session, not a provider.
+    Replaying,
 }
 
 impl RunMode {
@@ -322,6 +324,7 @@ impl RunMode {
             RunMode::Running => "running",
             RunMode::Reaggregating => "re-aggregating",
             RunMode::RerunProposer { .. } => "re-running a proposer",
+            RunMode::Replaying => "replaying",
         }
     }
 }
@@ -391,6 +394,8 @@ pub struct App {
     pub pending_variant: Option<super::variants::Pending>,
     /// Where each pane was drawn in the last frame (for the mouse wheel).
     pub areas: std::cell::RefCell<Vec<(PaneId, ratatui::layout::Rect)>>,
+    /// A replay under way (`moa replay`).
+    pub replay: Option<super::replay::ReplayView>,
 }
 
 impl App {
@@ -436,6 +441,7 @@ impl App {
             judge_model: None,
             pending_variant: None,
             areas: Default::default(),
+            replay: None,
         }
     }
 

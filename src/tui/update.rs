@@ -66,6 +66,18 @@ pub enum Msg {
         run_id: String,
         entries: Vec<LooEntry>,
     },
+    /// An event of a replayed run (`moa replay`), `at_ms` into the recorded run.
+    Replayed {
+        event: Box<RunEvent>,
+        at_ms: u64,
+    },
+    /// Every event of the replay was played (the loop then opens the session).
+    ReplayDone,
+    /// The replay's clock changed (pause, speed).
+    ReplayClock {
+        speed: f64,
+        paused: bool,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -132,6 +144,8 @@ pub enum Effect {
         run_id: String,
         data: RunData,
     },
+    /// Pause, speed up, slow down or finish the replay.
+    Replay(super::replay::Control),
 }
 
 pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
@@ -226,6 +240,18 @@ pub fn update(app: &mut App, msg: Msg, now: Instant) -> Vec<Effect> {
             attribution,
         } => super::variants::attributed(app, run_id, attribution),
         Msg::LooDone { run_id, entries } => super::variants::loo_done(app, run_id, entries),
+        Msg::Replayed { event, at_ms } => {
+            if let Some(r) = app.replay.as_mut() {
+                r.at_ms = at_ms;
+            }
+            run_event(app, *event, now)
+        }
+        // The loop turns it into the opened session (it holds the session).
+        Msg::ReplayDone => vec![],
+        Msg::ReplayClock { speed, paused } => {
+            super::replay::controlled(app, speed, paused);
+            vec![]
+        }
     }
 }
 
@@ -254,6 +280,19 @@ fn paste(app: &mut App, text: &str) {
 fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if let Some(effects) = overlay::key(app, k) {
         return effects;
+    }
+    if app.mode == RunMode::Replaying
+        && let Some(action) = keymap::lookup(&k, Scope::Replay).filter(|a| {
+            matches!(
+                a,
+                Action::ReplayPause
+                    | Action::ReplayFaster
+                    | Action::ReplaySlower
+                    | Action::ReplayEnd
+            )
+        })
+    {
+        return act(app, action);
     }
     let scope = match app.focus {
         Focus::Input => Scope::Input,
@@ -381,6 +420,10 @@ fn act(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::FocusInput => app.focus = Focus::Input,
+        Action::ReplayPause => return super::replay::control(app, super::replay::Control::Pause),
+        Action::ReplayFaster => return super::replay::control(app, super::replay::Control::Faster),
+        Action::ReplaySlower => return super::replay::control(app, super::replay::Control::Slower),
+        Action::ReplayEnd => return super::replay::control(app, super::replay::Control::End),
         Action::Sessions
         | Action::RunPrev
         | Action::RunNext
@@ -459,7 +502,7 @@ pub fn reaggregate(app: &mut App, prompt: Option<String>) -> Vec<Effect> {
     }]
 }
 
-fn fresh_input() -> ratatui_textarea::TextArea<'static> {
+pub(crate) fn fresh_input() -> ratatui_textarea::TextArea<'static> {
     let mut t = ratatui_textarea::TextArea::default();
     t.set_placeholder_text("Follow up, or Ctrl+N for a new conversation. F1 lists every key.");
     t
@@ -697,6 +740,14 @@ fn run_event(app: &mut App, ev: RunEvent, now: Instant) -> Vec<Effect> {
 
 fn run_done(app: &mut App, mode: RunMode, record: crate::engine::record::RunRecord) -> Vec<Effect> {
     match mode {
+        // The session already holds this run: nothing is added to the conversation or computed
+        // again; the loop opens the session when the replay ends.
+        RunMode::Replaying => {
+            app.status = format!("replayed: done in {:.1} s", record.wall_ms as f64 / 1000.0);
+            if let Some(r) = app.run.as_mut() {
+                r.record = Some(record);
+            }
+        }
         RunMode::RerunProposer { .. } => {
             let ok = record
                 .steps

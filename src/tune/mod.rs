@@ -653,6 +653,7 @@ async fn aggregate(
         baseline: None,
         origin: preset.origin.clone(),
         text: String::new(),
+        cache: preset.cache,
     };
     let run = engine
         .run_to_end(

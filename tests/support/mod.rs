@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod redis;
 pub mod tiny_gguf;
 
 use std::collections::{HashMap, VecDeque};

@@ -27,6 +27,7 @@ const SCOPES: &[Scope] = &[
     Scope::Compare,
     Scope::Agents,
     Scope::Picker,
+    Scope::Replay,
 ];
 
 /// The help's lines, from the keymap.

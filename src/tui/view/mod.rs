@@ -205,6 +205,11 @@ fn run_state(app: &App) -> Span<'static> {
             )
         }
         (RunMode::Idle, None) => "  stopped".into(),
+        (RunMode::Replaying, _) if app.replay.is_some() => app
+            .replay
+            .as_ref()
+            .map(super::replay::label)
+            .unwrap_or_default(),
         (mode, _) => {
             let secs = run.map_or(0.0, |r| {
                 app.now.saturating_duration_since(r.started).as_secs_f64()
@@ -387,6 +392,7 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     }
     let used: usize = spans.iter().map(|s| width(&s.content)).sum();
     let scope = app.overlay.scope().unwrap_or(match app.focus {
+        _ if app.mode == RunMode::Replaying => Scope::Replay,
         Focus::Input => Scope::Input,
         Focus::Pane(_) => Scope::Pane,
     });

@@ -3,6 +3,8 @@
 //! and move it into the models folder. A half-written or unverified file is never left where it
 //! would be used: files are written as `.partial`, verified, then renamed.
 
+pub mod hub;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
