@@ -19,7 +19,7 @@ async fn session_with_one_run(s: &Server, home: &std::path::Path) -> (String, Va
     std::fs::create_dir_all(home.join("presets")).unwrap();
     std::fs::write(
         home.join("presets/demo.toml"),
-        "name = \"demo\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
+        "name = \"demo\"\n[[step]]\nop = \"propose\"\nagents = [{ model = \"fake/p1\" }, { model = \"fake/p2\" }, { model = \"fake/p3\" }]\n[[step]]\nop = \"aggregate\"\nmodel = \"fake/agg\"\n",
     )
     .unwrap();
     let out = support::moa(home, &["run", "--preset", "demo", "Count"], None, KEY).await;
@@ -55,6 +55,14 @@ fn script(s: &Server) {
             50,
         )],
     );
+    // A proposer that fails: the replay shows the failure where and when it happened.
+    s.script(
+        "p3",
+        vec![Reply::status(
+            400,
+            r#"{"error":{"message":"upstream overloaded"}}"#,
+        )],
+    );
     s.script("agg", vec![Reply::text(&["Final ", "answer."], 100, 100)]);
 }
 
@@ -74,7 +82,13 @@ async fn a_run_keeps_its_timeline_and_exports_as_an_asciicast() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("0.2 ") && c.contains(" failed ")),
+        "{calls:?}"
+    );
     let p1 = calls.iter().find(|c| c.starts_with("0.0 ")).unwrap();
     let w: Vec<&str> = p1.split_whitespace().collect();
     assert_eq!(w[3], "ok");
@@ -132,6 +146,8 @@ async fn a_run_keeps_its_timeline_and_exports_as_an_asciicast() {
     assert!(first >= 0.25, "first word at {first}s");
     assert!(last - first >= 0.4, "w1 at {first}s, w20 at {last}s");
     assert!(at("Final") > last);
+    // The failed proposer's pane says so, before the aggregation.
+    assert!(at("upstream overloaded") < at("Final"));
     // The hostile answer's text is there, its escape sequences are not.
     assert!(frames.iter().any(|f| f.1.contains("safe")));
     let all: String = frames.iter().map(|f| f.1.as_str()).collect();
@@ -185,7 +201,7 @@ async fn a_run_keeps_its_timeline_and_exports_as_an_asciicast() {
             .starts_with("{\"version\":2")
     );
     // Nothing but the one run went to the provider.
-    assert_eq!(s.log().len(), 3);
+    assert_eq!(s.log().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,5 +246,5 @@ async fn older_sessions_replay_at_an_even_pace_and_bad_requests_say_why() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(s.log().len(), 3);
+    assert_eq!(s.log().len(), 4);
 }

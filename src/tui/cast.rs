@@ -79,13 +79,30 @@ pub fn render(
             end_ms: schedule.end_ms,
         },
     );
-    let header = serde_json::json!({
-        "version": 2,
-        "width": width,
-        "height": height,
-        "title": format!("moa replay: {}", crate::text::strip_controls(&session.name)),
-        "env": {"TERM": "xterm-256color"},
-    });
+    // A struct, not json!: asciinema's files begin with "version", and json! sorts its keys.
+    #[derive(serde::Serialize)]
+    struct Header<'a> {
+        version: u8,
+        width: u16,
+        height: u16,
+        title: String,
+        env: Env<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Env<'a> {
+        #[serde(rename = "TERM")]
+        term: &'a str,
+    }
+    let header = serde_json::to_string(&Header {
+        version: 2,
+        width,
+        height,
+        title: format!("moa replay: {}", crate::text::strip_controls(&session.name)),
+        env: Env {
+            term: "xterm-256color",
+        },
+    })
+    .map_err(std::io::Error::other)?;
     let mut out = format!("{header}\n");
     let mut frame = |app: &App, ms: u64, out: &mut String| -> std::io::Result<()> {
         terminal.draw(|f| super::view::view(app, f))?;
