@@ -897,6 +897,14 @@ async fn two_hundred_concurrent_streams_under_a_provider_limit() {
         .unwrap()
         .to_string();
     eprintln!("moa serve after 200 streams: {rss}");
+    // Bounded: a few hundred kB per stream at most (the bench measures 34 MB at 100 clients,
+    // 121 MB at 500); a leak per request or per chunk would pass this by far.
+    let kb: u64 = rss
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(kb < 400 * 1024, "peak RSS {kb} kB after 200 streams");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,7 +15,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
 use ratatui::{TerminalOptions, Viewport};
 
-use super::replay::{self, ReplayView};
+use super::replay;
 use super::state::App;
 use super::update::{Msg, update};
 use crate::session::Session;
@@ -65,20 +65,7 @@ pub fn render(
     let epoch = Instant::now();
     let at = |ms: u64| epoch + Duration::from_millis(ms);
     app.now = at(0);
-    replay::start(
-        &mut app,
-        session,
-        k,
-        ReplayView {
-            run: k + 1,
-            runs: session.runs.len(),
-            speed,
-            paused: false,
-            estimated: schedule.estimated,
-            at_ms: 0,
-            end_ms: schedule.end_ms,
-        },
-    );
+    replay::start(&mut app, session, k, speed, &schedule);
     // A struct, not json!: asciinema's files begin with "version", and json! sorts its keys.
     #[derive(serde::Serialize)]
     struct Header<'a> {

@@ -284,20 +284,7 @@ impl Io {
             run: k,
         });
         app.now = self.now();
-        replay::start(
-            app,
-            &session,
-            k,
-            replay::ReplayView {
-                run: k + 1,
-                runs: session.runs.len(),
-                speed,
-                paused: false,
-                estimated: schedule.estimated,
-                at_ms: 0,
-                end_ms: schedule.end_ms,
-            },
-        );
+        replay::start(app, &session, k, speed, &schedule);
         let tx = self.tx.clone();
         tokio::spawn(replay::play(schedule, clock, move |m| tx.send(m).is_ok()));
     }

@@ -161,11 +161,26 @@ pub async fn play(schedule: Schedule, clock: Clock, mut send: impl FnMut(Msg) ->
     send(Msg::ReplayDone);
 }
 
-/// The app as a replay of a run starts: its preset, its conversation before the replayed turn,
-/// and empty panes about to fill.
-pub fn start(app: &mut App, session: &crate::session::Session, k: usize, view: ReplayView) {
+/// The app as a replay of run `k` starts at `speed`: its preset, its conversation before the
+/// replayed turn, and empty panes about to fill.
+pub fn start(
+    app: &mut App,
+    session: &crate::session::Session,
+    k: usize,
+    speed: f64,
+    schedule: &Schedule,
+) {
     let Some(run) = session.runs.get(k) else {
         return;
+    };
+    let view = ReplayView {
+        run: k + 1,
+        runs: session.runs.len(),
+        speed,
+        paused: false,
+        estimated: schedule.estimated,
+        at_ms: 0,
+        end_ms: schedule.end_ms,
     };
     app.preset = Arc::new(run.preset.clone());
     app.session = Some(session.clone());
@@ -356,20 +371,7 @@ model = "fake/agg"
         let clock = Clock::new(1.0, sched.end_ms);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut app = App::new(Arc::new(s.runs[k].preset.clone()), vec![], false);
-        start(
-            &mut app,
-            &s,
-            k,
-            ReplayView {
-                run: 1,
-                runs: 1,
-                speed: 1.0,
-                paused: false,
-                estimated: false,
-                at_ms: 0,
-                end_ms: sched.end_ms,
-            },
-        );
+        start(&mut app, &s, k, 1.0, &sched);
         let player = tokio::spawn(play(sched, clock.clone(), move |m| tx.send(m).is_ok()));
         let epoch = std::time::Instant::now();
         let mut done = false;
