@@ -271,20 +271,7 @@ fn main() {
     if let Some(b) = std::env::var_os("MOA_BENCH_BASELINE_BIN") {
         bins.push(("baseline", PathBuf::from(b)));
     }
-    // The server gets a single-threaded runtime on its own thread: fewer cross-thread wake-ups on
-    // the server's side of each hand-off, which the ideal path would otherwise absorb.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tx.send(Server::start().await).unwrap();
-            std::future::pending::<()>().await
-        });
-    });
-    let server = rx.recv().unwrap();
+    let server = Server::start_on_own_thread();
     let home = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),

@@ -112,19 +112,7 @@ fn main() {
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 500]);
     let rounds = common::arg("--rounds", 2);
-    // The scripted server gets its own thread and runtime, as in benches/overhead.rs.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tx.send(Server::start().await).unwrap();
-            std::future::pending::<()>().await
-        });
-    });
-    let server = rx.recv().unwrap();
+    let server = Server::start_on_own_thread();
     // Proposer k: first token after 100 + 10k ms, then 20 chunks 10 ms apart; the aggregator
     // 100 ms, then 30 chunks 10 ms apart: ideal critical path about 0.65 s.
     for k in 0..PROPOSERS {

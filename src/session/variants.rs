@@ -247,16 +247,7 @@ pub fn describe(session: &Session, run: &SessionRun) -> Vec<String> {
         _ => run.record.id.clone(),
     };
     let family = session.variants(&family_of);
-    let name = |id: &str| -> String {
-        if id == BASELINE {
-            return "baseline".into();
-        }
-        family
-            .iter()
-            .position(|r| r.record.id == id)
-            .map(letter)
-            .unwrap_or_else(|| "MoA".into())
-    };
+    let name = |id: &str| variant_name(&family, id);
     if let Some(i) = family.iter().position(|r| r.record.id == run.record.id)
         && family.len() > 1
     {
@@ -361,6 +352,18 @@ impl SessionRun {
             .iter()
             .rfind(|c| c.status == CallStatus::Ok || c.text == f.text)
     }
+}
+
+/// What a verdict calls one side: `baseline`, a variant's letter in `family`, else `MoA`.
+pub fn variant_name(family: &[&SessionRun], id: &str) -> String {
+    if id == BASELINE {
+        return "baseline".into();
+    }
+    family
+        .iter()
+        .position(|r| r.record.id == id)
+        .map(letter)
+        .unwrap_or_else(|| "MoA".into())
 }
 
 #[cfg(test)]

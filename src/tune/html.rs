@@ -334,17 +334,7 @@ fn accuracy(o: &mut String, s: &Summary, inp: &Inputs<'_>) {
     let _ = writeln!(
         o,
         "<h2>Exact match</h2><figure>{}<figcaption>Over the prompts with a reference.</figcaption></figure>",
-        svg::intervals(
-            &rows,
-            &Axis {
-                lo: 0.0,
-                hi: 1.0,
-                reference: None,
-                bars: true
-            },
-            &["95 % Wilson interval"],
-            "exact-match accuracy per variant"
-        )
+        svg::accuracy(&rows, "exact-match accuracy per variant")
     );
 }
 

@@ -204,17 +204,7 @@ pub fn report(s: &Summary, items: &[Item], results: &BTreeMap<String, ItemResult
         let _ = writeln!(
             o,
             "<h2>Exact match</h2><figure>{}<figcaption>Over the {} prompts with a reference: the last number for numeric references, the chosen letter for multiple choice, else the reference's words in the answer.</figcaption></figure>",
-            svg::intervals(
-                &rows,
-                &Axis {
-                    lo: 0.0,
-                    hi: 1.0,
-                    reference: None,
-                    bars: true
-                },
-                &["95 % Wilson interval"],
-                "exact-match accuracy"
-            ),
+            svg::accuracy(&rows, "exact-match accuracy"),
             a.n
         );
     }

@@ -9,7 +9,7 @@ use super::page::{document, esc};
 use super::svg;
 use crate::engine::record::{CallRecord, CallStatus, StepRecord};
 use crate::session::compare::fmt_cost;
-use crate::session::variants::{BASELINE, letter};
+use crate::session::variants::letter;
 use crate::session::{RunKind, Session, SessionRun};
 
 /// The calls of a run, as the workbench labels them: `propose #2 model t=0.7`.
@@ -272,16 +272,7 @@ fn run_html(out: &mut String, n: usize, session: &Session, run: &SessionRun) {
         let _ = writeln!(out, "<h3>Baseline</h3>");
         out.push_str(&call_html(b, &b.model));
     }
-    let name = |id: &str| -> String {
-        if id == BASELINE {
-            return "baseline".into();
-        }
-        family
-            .iter()
-            .position(|v| v.record.id == id)
-            .map(letter)
-            .unwrap_or_else(|| "MoA".into())
-    };
+    let name = |id: &str| crate::session::variants::variant_name(&family, id);
     let verdicts: Vec<String> = run
         .judgements
         .iter()

@@ -76,6 +76,21 @@ pub struct IntervalRow {
     pub note: String,
 }
 
+/// Exact-match accuracies on a 0–1 axis, each with its 95 % Wilson interval.
+pub fn accuracy(rows: &[IntervalRow], label: &str) -> String {
+    intervals(
+        rows,
+        &Axis {
+            lo: 0.0,
+            hi: 1.0,
+            reference: None,
+            bars: true,
+        },
+        &["95 % Wilson interval"],
+        label,
+    )
+}
+
 /// Rows of a value with its intervals on a common axis: win rates with their 95 % intervals, or
 /// Bradley–Terry scores with theirs. `legend` names the intervals in order.
 pub fn intervals(rows: &[IntervalRow], axis: &Axis, legend: &[&str], label: &str) -> String {
